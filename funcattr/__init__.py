@@ -1,0 +1,43 @@
+"""funcattr: model attribution as function transforms, vectorized over every step, sample,
+window, feature and target of a call.
+
+    import funcattr as fa
+    f  = fa.target(model, 208)                       # x[B, ...] -> scores[B]
+    ig = fa.integrated_gradients(f, steps=200)       # a pure attr_fn
+    A  = ig(x)                                       # same shape as x
+"""
+
+from ._executor import options
+from ._grad import input_of
+from ._gradient import (
+    blur_integrated_gradients,
+    expected_gradients,
+    gradient_shap,
+    input_x_gradient,
+    integrated_gradients,
+    noise_tunnel,
+    path_integral,
+    saliency,
+)
+from ._scores import outputs, per_example, target
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # what to explain
+    "target",
+    "outputs",
+    "per_example",
+    "input_of",
+    # gradient family
+    "saliency",
+    "input_x_gradient",
+    "integrated_gradients",
+    "path_integral",
+    "noise_tunnel",
+    "gradient_shap",
+    "expected_gradients",
+    "blur_integrated_gradients",
+    # execution
+    "options",
+]

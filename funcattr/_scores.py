@@ -1,0 +1,238 @@
+"""What to explain: batched score functions built from a model.
+
+``fa.target(model, t)`` → ``f(*x, *args, **kw) -> Tensor[N]`` with Captum's target semantics;
+``fa.outputs(model, [i, j])`` / ``fa.outputs(model, topk=k)`` → ``Tensor[N, K]``;
+``fa.per_example(g)`` lifts a single-example function to a batched one with ``vmap``.
+
+Per-example targets of length ``B`` also serve a folded batch of ``N = S*B`` rows: row ``r``
+belongs to example ``r mod B`` (DESIGN §3), so they are tiled ``N // B`` times.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["target", "outputs", "per_example", "prepare", "as_scores"]
+
+_NO_TARGET = object()
+
+
+def _tiled(idx: Tensor, N: int, what: str) -> Tensor:
+    n = idx.shape[0]
+    if N % n != 0:
+        raise ValueError(f"{what} has {n} entries but the batch has {N} rows; give one entry per example")
+    return idx.repeat(N // n, *([1] * (idx.dim() - 1))) if N != n else idx
+
+
+def _check_range(idx: Tensor, size: int, what: str) -> None:
+    if idx.numel() and (int(idx.min()) < -size or int(idx.max()) >= size):
+        bad = int(idx.max()) if int(idx.max()) >= size else int(idx.min())
+        raise IndexError(f"{what} {bad} is out of range for a model output with {size} entries in that dim")
+
+
+def select(out: Tensor, t: Any, name: str = "target") -> Tensor:
+    """Captum's ``_select_targets``, checked: the selected scores, one row per example."""
+    if t is None:
+        return out
+    N = out.shape[0]
+    if isinstance(t, Tensor) and t.dim() == 0:
+        t = int(t)
+    if isinstance(t, bool):
+        raise TypeError(f"{name} must be an int, tuple, list or 1-D tensor, got bool")
+    if isinstance(t, int):
+        t = (t,)
+    if isinstance(t, tuple):
+        if len(t) > out.dim() - 1:
+            raise IndexError(f"{name} {t} has {len(t)} indices but the model output has shape {tuple(out.shape)}")
+        for d, i in enumerate(t):
+            if not isinstance(i, int):
+                raise TypeError(f"{name} entries must be ints, got {type(i).__name__}")
+            _check_range(torch.tensor([i]), out.shape[1 + d], name)
+        return out[(slice(None), *t)]
+    if isinstance(t, list):
+        if t and isinstance(t[0], tuple):
+            idx = torch.tensor(t, device=out.device, dtype=torch.long)  # [B, d]
+        else:
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in t):
+                raise TypeError(f"{name} as a list must hold ints (or tuples of ints), one per example")
+            idx = torch.tensor(t, device=out.device, dtype=torch.long)
+    elif isinstance(t, Tensor):
+        if t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise TypeError(f"{name} tensor must hold integer class indices, got dtype {t.dtype}")
+        if t.dim() > 2:
+            raise ValueError(f"{name} tensor must be 1-D (one index per example), got shape {tuple(t.shape)}")
+        idx = t.to(out.device, torch.long)
+    else:
+        raise TypeError(f"{name} must be None, an int, a tuple, a list or a 1-D tensor, got {type(t).__name__}")
+    if idx.dim() == 1:
+        idx = idx.unsqueeze(1)
+    if out.dim() < 1 + idx.shape[1]:
+        raise IndexError(f"{name} indexes {idx.shape[1]} dims but the model output has shape {tuple(out.shape)}")
+    idx = _tiled(idx, N, name)
+    for d in range(idx.shape[1]):
+        _check_range(idx[:, d], out.shape[1 + d], name)
+    rows = torch.arange(N, device=out.device)
+    return out[(rows, *idx.unbind(1))]
+
+
+class Target:
+    """``f(*x, *args, target=..., **kw) -> Tensor[N]``: one score per example."""
+
+    def __init__(self, model: Callable, target: Any = _NO_TARGET):
+        if not callable(model):
+            raise TypeError(f"model must be callable, got {type(model).__name__}")
+        self.model = model
+        self.target = target
+
+    def __call__(self, *inputs, **kwargs):
+        if self.target is _NO_TARGET:
+            t = kwargs.pop("target", None)
+        else:
+            if "target" in kwargs:
+                raise TypeError("target was fixed by fa.target(model, target); do not pass target= again")
+            t = self.target
+        out = self.model(*inputs, **kwargs)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"the model must return a Tensor, got {type(out).__name__}")
+        s = select(out, t)
+        if s.dim() == 2 and s.shape[1] == 1 and t is None:
+            s = s[:, 0]
+        if s.dim() != 1:
+            raise ValueError(
+                f"the selected output has shape {tuple(s.shape)}; a method needs one score per example. "
+                + ("Give a target (class index) for this model." if t is None else "Give a tuple target.")
+            )
+        return s
+
+    def __repr__(self):
+        t = "<at call>" if self.target is _NO_TARGET else repr(self.target)
+        return f"fa.target({type(self.model).__name__}, {t})"
+
+
+def target(model: Callable, target: Any = _NO_TARGET) -> Target:
+    """The function to explain: ``x[B, ...] -> scores[B]``.
+
+    ``target``: an int (same class for all), a tuple (index into a multi-dim output), a list or
+    1-D tensor with one index per example, or None (the model already returns one score per
+    example). Leave it out to pass ``target=`` at call time::
+
+        f = fa.target(model, 208);  fa.saliency(f)(x)              # [B, 3, H, W]
+        g = fa.target(model);       fa.saliency(g)(x, target=y)    # per-example labels
+    """
+    return Target(model, target)
+
+
+class Outputs:
+    """``f(*x, *args, **kw) -> Tensor[N, K]``: K scores per example."""
+
+    def __init__(self, model: Callable, indices: Tensor | None = None, topk: int | None = None, per_row: bool = False):
+        self.model = model
+        self.indices = indices
+        self.topk = topk
+        self.per_row = per_row
+
+    def prepare(self, *inputs, **kwargs) -> "Outputs":
+        """Resolve ``topk`` on the unperturbed inputs: the same K classes at every step/window."""
+        if self.topk is None:
+            return self
+        with torch.no_grad():
+            out = self.model(*inputs, **kwargs)
+        if out.dim() != 2:
+            raise ValueError(f"fa.outputs(topk=) needs a [B, C] model output, got {tuple(out.shape)}")
+        if self.topk > out.shape[1]:
+            raise ValueError(f"topk={self.topk} is larger than the {out.shape[1]} model outputs")
+        return Outputs(self.model, out.topk(self.topk, dim=1).indices, per_row=True)
+
+    def __call__(self, *inputs, **kwargs):
+        if self.topk is not None:
+            raise RuntimeError("fa.outputs(model, topk=k) must be prepared on the inputs first (methods do this)")
+        out = self.model(*inputs, **kwargs)
+        if not isinstance(out, Tensor) or out.dim() != 2:
+            raise ValueError(f"fa.outputs needs a model returning [B, C] scores, got {getattr(out, 'shape', type(out))}")
+        idx = self.indices.to(out.device)
+        if self.per_row:
+            idx = _tiled(idx, out.shape[0], "topk indices")
+            _check_range(idx, out.shape[1], "output index")
+            return out.gather(1, idx)
+        _check_range(idx, out.shape[1], "output index")
+        return out[:, idx]
+
+    def __repr__(self):
+        return f"fa.outputs({type(self.model).__name__}, {self.indices if self.topk is None else f'topk={self.topk}'})"
+
+
+def outputs(model: Callable, indices: Sequence[int] | Tensor | None = None, *, topk: int | None = None) -> Outputs:
+    """K scores per example: ``x[B, ...] -> scores[B, K]``; every method then returns
+    ``[B, K, *x.shape[1:]]`` from one batched evaluation::
+
+        f = fa.outputs(model, [3, 7, 9])      # the same three classes for every example
+        f = fa.outputs(model, topk=3)         # each example's top-3 classes at the input
+        fa.integrated_gradients(f)(x)         # [B, 3, 3, H, W]
+    """
+    if not callable(model):
+        raise TypeError(f"model must be callable, got {type(model).__name__}")
+    if (indices is None) == (topk is None):
+        raise ValueError("give exactly one of indices (a list of output indices) or topk=k")
+    if topk is not None:
+        if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
+            raise ValueError(f"topk must be a positive int, got {topk!r}")
+        return Outputs(model, topk=topk)
+    idx = torch.as_tensor(indices)
+    if idx.dim() != 1 or idx.numel() == 0 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
+        raise ValueError(f"indices must be a non-empty list of ints, got {indices!r}")
+    return Outputs(model, idx.long())
+
+
+def per_example(g: Callable, *, randomness: str = "error") -> Callable:
+    """Lift ``g(*x_one, *args_one)`` written for ONE example (no batch dim) to a batched
+    function with ``torch.func.vmap``. Tensors among the arguments whose dim 0 is the batch are
+    mapped over; everything else is passed to every example as is::
+
+        f = fa.per_example(lambda x: model(x[None])[0, 3])   # [C,H,W] -> scalar
+        fa.saliency(f)(x)                                      # [B, C, H, W]
+    """
+    if not callable(g):
+        raise TypeError(f"g must be callable, got {type(g).__name__}")
+
+    def batched(*inputs, **kwargs):
+        N = inputs[0].shape[0]
+        dims = tuple(0 if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == N else None for a in inputs)
+        keys = list(kwargs)
+        kd = tuple(0 if isinstance(kwargs[k], Tensor) and kwargs[k].dim() > 0 and kwargs[k].shape[0] == N else None for k in keys)
+
+        def call(*flat):
+            a, k = flat[: len(inputs)], flat[len(inputs):]
+            return g(*a, **dict(zip(keys, k)))
+
+        return torch.func.vmap(call, in_dims=dims + kd, randomness=randomness)(*inputs, *[kwargs[k] for k in keys])
+
+    batched.__wrapped__ = g
+    return batched
+
+
+def prepare(f: Callable, xs: tuple, args: tuple, kwargs: dict) -> Callable:
+    """Give a score function a chance to fix data-dependent choices (topk) on the inputs."""
+    p = getattr(f, "prepare", None)
+    if p is None:
+        return f
+    return p(*xs, *args, **kwargs)
+
+
+def as_scores(out: Any) -> tuple[Tensor, bool]:
+    """A score function's output → ``([N, K] scores, k_form)``; checks it is 1-D or 2-D."""
+    if not isinstance(out, Tensor):
+        raise TypeError(
+            f"the function to explain must return a Tensor of scores, got {type(out).__name__}; "
+            "wrap a model with fa.target(model, target)"
+        )
+    if out.dim() == 1:
+        return out.unsqueeze(1), False
+    if out.dim() == 2:
+        return out, True
+    raise ValueError(
+        f"the function to explain returned shape {tuple(out.shape)}; it must return one score per "
+        "example [B] or K scores [B, K]. Wrap the model with fa.target(model, target) or fa.outputs(model, [...])"
+    )
