@@ -16,9 +16,8 @@ import torch
 from torch import Tensor
 
 from . import _executor, _quadrature
-from ._grad import Site, forward, layer_values, site_of, value_and_grad
-from ._inputs import as_tuple, broadcast_baseline, check_inputs, check_no_train_batchnorm, restore, tile, tile_args
-from ._scores import prepare
+from ._call import Call, begin, check_fn, finish, mark
+from ._inputs import as_tuple, broadcast_baseline, check_inputs, restore, tile, tile_args
 
 __all__ = [
     "saliency",
@@ -29,102 +28,7 @@ __all__ = [
     "expected_gradients",
     "noise_tunnel",
     "blur_integrated_gradients",
-    "Call",
-    "begin",
-    "finish",
 ]
-
-
-# --------------------------------------------------------------------------- call plumbing
-
-
-class Call:
-    """One attribution call, after validation: inputs as a tuple, batch size, the prepared
-    score function, options and device."""
-
-    def __init__(self, f, x, args, kwargs, opts, *, grad: bool, wrt=None, name="x"):
-        self.xs, self.is_tuple = as_tuple(x, name)
-        self.B = check_inputs(self.xs, grad=grad and wrt is None, name=name)
-        if grad and wrt is not None:
-            check_inputs(self.xs, grad=False, name=name)
-        check_no_train_batchnorm(f)
-        self.args, self.kwargs = args, kwargs
-        self.f = prepare(f, self.xs, args, kwargs)
-        self.opts = opts()
-        self.device = self.xs[0].device
-        self.site: Site | None = site_of(wrt)
-        self.k_form: bool | None = None
-
-    def fold(self, tensors: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        """``[m, B, ...] -> [m*B, ...]`` for each tensor."""
-        return tuple(t.reshape(t.shape[0] * t.shape[1], *t.shape[2:]) for t in tensors)
-
-    def tiled(self, m: int) -> tuple[tuple, dict]:
-        return tile_args(self.args, self.kwargs, self.B, m)
-
-    def grads(self, pts: tuple[Tensor, ...], m: int, inject: Tensor | None = None) -> tuple[Tensor, ...]:
-        """Gradients at ``m`` folded items, viewed ``[m, B, K, ...]``."""
-        a, kw = self.tiled(m)
-        _, gs, self.k_form = value_and_grad(self.f, pts, a, kw, site=self.site, inject=inject)
-        return tuple(g.view(m, self.B, *g.shape[1:]) for g in gs)
-
-    def scores(self, pts: tuple[Tensor, ...], m: int) -> Tensor:
-        """Scores at ``m`` folded items, ``[m, B, K]`` (no grad)."""
-        a, kw = self.tiled(m)
-        s, self.k_form = forward(self.f, pts, a, kw)
-        return s.view(m, self.B, s.shape[1])
-
-    def run(self, step, n: int, key: Any, combine="sum", desc="funcattr"):
-        return _executor.run(step, n, self.B, opts=self.opts, device=self.device, key=key, combine=combine, desc=desc)
-
-    def key(self, tag: str, *extra) -> tuple:
-        return (tag, id(self.f), tuple((t.shape[1:], t.dtype) for t in self.xs), id(self.site and self.site.module), extra)
-
-    def layer(self, xs: tuple[Tensor, ...]) -> Tensor:
-        """The site's value at ``xs`` (a batch of B rows or a folded multiple)."""
-        m = xs[0].shape[0] // self.B
-        a, kw = self.tiled(m)
-        return layer_values(self.f, self.site, xs, a, kw)
-
-    def out(self, attrs: tuple[Tensor, ...], like: tuple[Tensor, ...] | None = None):
-        """Drop the K axis for single-score functions; cast to the inputs' dtype; restore."""
-        like = like if like is not None else self.xs
-        res = tuple(
-            (a if self.k_form else a.squeeze(1)).to(l.dtype if l.is_floating_point() else a.dtype)
-            for a, l in zip(attrs, like)
-        )
-        if self.site is not None:
-            return res[0]
-        return restore(res, self.is_tuple)
-
-    def delta(self, attrs: tuple[Tensor, ...], start: tuple[Tensor, ...], end: tuple[Tensor, ...]) -> Tensor:
-        """Completeness gap per example: Σ attr − (f(end) − f(start)), ``[B]`` or ``[B, K]``."""
-        pts = tuple(torch.cat([e.expand_as(x), s.expand_as(x)]) for e, s, x in zip(end, start, self.xs))
-        s = self.scores(pts, 2)
-        total = sum(a.flatten(2).sum(2) for a in attrs)  # [B, K]
-        d = total - (s[0] - s[1]).to(total.dtype)
-        return d if self.k_form else d[:, 0]
-
-
-def begin(f, x, args, kwargs, opts, **kw) -> Call:
-    return Call(f, x, args, kwargs, opts, **kw)
-
-
-def finish(call: Call, attrs, delta=None):
-    out = call.out(attrs)
-    return (out, delta) if delta is not None else out
-
-
-def _check_fn(f: Callable, name: str = "f") -> None:
-    if not callable(f):
-        raise TypeError(f"{name} must be a callable returning scores, got {type(f).__name__}")
-
-
-def _mark(attr_fn, name: str, returns_delta: bool = False):
-    attr_fn.__name__ = name
-    attr_fn.__qualname__ = name
-    attr_fn.returns_delta = returns_delta
-    return attr_fn
 
 
 # --------------------------------------------------------------------------- local gradients
@@ -135,7 +39,7 @@ def saliency(f: Callable, abs: bool = True, *, wrt=None, batch_size=None, precis
 
         fa.saliency(fa.target(model, 3))(x)     # [B, C, H, W] -> [B, C, H, W]
     """
-    _check_fn(f)
+    check_fn(f)
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):
@@ -143,7 +47,7 @@ def saliency(f: Callable, abs: bool = True, *, wrt=None, batch_size=None, precis
         gs = c.run(lambda lo, hi: tuple(g[0] for g in c.grads(c.xs, 1)), 1, c.key("grad"))
         return finish(c, tuple(g.abs() if abs else g for g in gs))
 
-    return _mark(attr_fn, "saliency")
+    return mark(attr_fn, "saliency")
 
 
 def input_x_gradient(f: Callable, *, wrt=None, batch_size=None, precision=None, progress=None):
@@ -152,7 +56,7 @@ def input_x_gradient(f: Callable, *, wrt=None, batch_size=None, precision=None, 
 
         fa.input_x_gradient(f)(x)               # [B, ...] -> [B, ...]
     """
-    _check_fn(f)
+    check_fn(f)
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):
@@ -161,7 +65,7 @@ def input_x_gradient(f: Callable, *, wrt=None, batch_size=None, precision=None, 
         vals = c.xs if c.site is None else (c.layer(c.xs),)
         return finish(c, tuple(g * v.unsqueeze(1) for g, v in zip(gs, vals)))
 
-    return _mark(attr_fn, "input_x_gradient")
+    return mark(attr_fn, "input_x_gradient")
 
 
 # --------------------------------------------------------------------------- path methods
@@ -188,7 +92,7 @@ def integrated_gradients(
     ``wrt=layer`` integrates in that layer's activation space between the activations of
     ``baseline`` (an *input* baseline) and of ``x`` (Captum's LayerIntegratedGradients).
     """
-    _check_fn(f)
+    check_fn(f)
     _quadrature.check(method, steps)
     opts = _executor.resolve(batch_size, precision, progress)
 
@@ -221,7 +125,7 @@ def integrated_gradients(
         delta = c.delta(attrs, bs, c.xs) if return_delta else None
         return finish(c, attrs, delta)
 
-    return _mark(attr_fn, "integrated_gradients", return_delta)
+    return mark(attr_fn, "integrated_gradients", return_delta)
 
 
 def path_integral(
@@ -244,7 +148,7 @@ def path_integral(
         line = lambda xs, a: tuple(a.view(-1, 1, 1, 1, 1) * x for x in xs)   # baseline 0
         fa.path_integral(f, line, steps=50)(x)     # == fa.integrated_gradients(f)(x)
     """
-    _check_fn(f)
+    check_fn(f)
     if not callable(path):
         raise TypeError(f"path must be a callable (xs, alphas) -> points, got {type(path).__name__}")
     _quadrature.check(method, steps)
@@ -272,7 +176,7 @@ def path_integral(
             delta = c.delta(attrs, start, c.xs)
         return finish(c, attrs, delta)
 
-    return _mark(attr_fn, "path_integral", return_delta)
+    return mark(attr_fn, "path_integral", return_delta)
 
 
 def _gaussian_blur(x: Tensor, sigma: Tensor, radius: int) -> Tensor:
@@ -313,7 +217,7 @@ def blur_integrated_gradients(
             _gaussian_blur(x.unsqueeze(0).expand(alphas.shape[0], *x.shape), sigma * (1 - alphas), radius) for x in xs
         )
 
-    return _mark(path_integral(f, blur_path, steps, method, return_delta, **opts), "blur_integrated_gradients", return_delta)
+    return mark(path_integral(f, blur_path, steps, method, return_delta, **opts), "blur_integrated_gradients", return_delta)
 
 
 # --------------------------------------------------------------------------- sampling methods
@@ -350,7 +254,7 @@ def gradient_shap(
 
         fa.gradient_shap(f, baselines=torch.zeros(8, 3, 32, 32), samples=20)(x)
     """
-    _check_fn(f)
+    check_fn(f)
     _check_samples(samples)
     opts = _executor.resolve(batch_size, precision, progress)
 
@@ -398,7 +302,7 @@ def gradient_shap(
             delta = _sample_deltas(c, attrs, noisy, base)
         return finish(c, attrs, delta)
 
-    return _mark(attr_fn, "gradient_shap", return_delta)
+    return mark(attr_fn, "gradient_shap", return_delta)
 
 
 def _sample_deltas(c: Call, attrs, ends, starts) -> Tensor:
@@ -420,7 +324,7 @@ def expected_gradients(f: Callable, baselines: Any, samples: int = 5, **kw):
     """
     if "stdev" in kw:
         raise TypeError("expected_gradients takes no stdev (use fa.gradient_shap for noisy inputs)")
-    return _mark(gradient_shap(f, baselines, samples=samples, stdev=0.0, **kw), "expected_gradients", kw.get("return_delta", False))
+    return mark(gradient_shap(f, baselines, samples=samples, stdev=0.0, **kw), "expected_gradients", kw.get("return_delta", False))
 
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -474,4 +378,4 @@ def noise_tunnel(attr_fn: Callable, samples: int = 5, stdev: float = 1.0, kind: 
         out = restore(tuple(outs), out_tuple)
         return (out, delta) if with_delta else out
 
-    return _mark(nt_fn, f"noise_tunnel({getattr(attr_fn, '__name__', 'attr_fn')})", with_delta)
+    return mark(nt_fn, f"noise_tunnel({getattr(attr_fn, '__name__', 'attr_fn')})", with_delta)
