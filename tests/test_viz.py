@@ -200,7 +200,7 @@ def test_text_html():
     assert isinstance(html, str) and html._repr_html_() == str(html)
     assert "&lt;b&gt;" in html and "<b><" not in html.split("Legend")[0]
     marks = html.split("<mark")[1:4]
-    assert "hsl(120, 75%, 50%)" in marks[0]  # normalized: 0.5 / 1.0 -> 0.5 -> 100 - 25... max is 1.0
+    assert "hsl(120, 75%, 75%)" in marks[0]  # 0.5 / max|a| = 0.5 -> lightness 100 - 50 * 0.5
     assert "hsl(0, 75%, 100%)" in marks[1]
     assert "hsl(0, 75%, 60%)" in marks[2]
     assert "Legend" in html and "Legend" not in viz.text(["a"], [1.0], legend=False)
