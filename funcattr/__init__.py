@@ -20,6 +20,7 @@ from ._gradient import (
     saliency,
 )
 from ._scores import outputs, per_example, target
+from . import metrics
 
 __version__ = "0.1.0"
 
@@ -40,4 +41,5 @@ __all__ = [
     "blur_integrated_gradients",
     # execution
     "options",
+    "metrics",
 ]

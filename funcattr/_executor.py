@@ -158,8 +158,9 @@ def run(
 ) -> Any:
     """Evaluate ``step`` over items ``0..n`` in memory-sized chunks and combine the results.
 
-    ``key`` identifies the work's memory cost per item (function, shapes, dtype, grad); the
-    cost is measured once on a first one-item chunk and cached under it.
+    ``key`` identifies the work's memory cost per row (function, shapes, dtype, grad); the
+    cost is measured once on a first one-item chunk (``B`` rows) and cached under it, so a
+    later call with another batch size scales it.
     """
     if n < 1:
         raise ValueError("nothing to evaluate (0 work items)")
@@ -181,7 +182,7 @@ def run(
         ck = (key, device.type, opts.precision) if key is not None else None
         if ck is not None and ck in _cost_cache:
             _cost_cache.move_to_end(ck)
-            per = max(1, int(_budget(device, opts) // max(_cost_cache[ck], 1.0)))
+            per = max(1, int(_budget(device, opts) // max(_cost_cache[ck] * B, 1.0)))
     lo = 0
     bar = None
     if opts.progress:
@@ -197,7 +198,7 @@ def run(
                 if bar is not None:
                     bar.update(1)
                 if key is not None:
-                    _cost_cache[(key, device.type, opts.precision)] = cost
+                    _cost_cache[(key, device.type, opts.precision)] = cost / B
                     while len(_cost_cache) > 256:
                         _cost_cache.popitem(last=False)
                 per = max(1, int(_budget(device, opts) // max(cost, 1.0)))
