@@ -20,7 +20,9 @@ from ._gradient import (
     saliency,
 )
 from ._scores import outputs, per_example, target
-from . import metrics
+from . import metrics, viz
+from ._layers import activation, cam, conductance, gradcam, neuron, upsample
+from ._perturb import feature_ablation, feature_permutation, kernel_shap, lime, occlusion, shapley_sampling, shapley_values
 
 __version__ = "0.1.0"
 
@@ -39,7 +41,23 @@ __all__ = [
     "gradient_shap",
     "expected_gradients",
     "blur_integrated_gradients",
+    # layers and neurons
+    "gradcam",
+    "upsample",
+    "cam",
+    "activation",
+    "conductance",
+    "neuron",
+    # perturbation family
+    "occlusion",
+    "feature_ablation",
+    "feature_permutation",
+    "shapley_values",
+    "shapley_sampling",
+    "kernel_shap",
+    "lime",
     # execution
     "options",
     "metrics",
+    "viz",
 ]

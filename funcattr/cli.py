@@ -68,7 +68,7 @@ def demo(out: str, device: str, n_eval: int, methods: list[str]) -> None:
 
     dev = _device(device)
     model = zoo.load(device=dev)
-    layer = zoo.cam_layer(model)
+    layer = model.last_conv
     os.makedirs(out, exist_ok=True)
     imgs, labels, masks = zoo.make_shapes(n_eval, seed=zoo.TEST_SEED)
     imgs, labels, masks = imgs.to(dev), labels.to(dev), masks.to(dev)
@@ -131,7 +131,7 @@ def _load_model(spec: str, weights: str | None, dev: torch.device):
         model = zoo.load(device=dev)
         if weights not in (None, "DEFAULT"):
             model.load_state_dict(_read_weights(weights))
-        return model, (64, 64), None, None, list(zoo.CLASSES), zoo.cam_layer(model)
+        return model, (64, 64), None, None, list(zoo.CLASSES), model.last_conv
     if spec.startswith("torchvision:"):
         import torchvision
 
