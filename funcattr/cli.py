@@ -7,6 +7,8 @@ exit with status 2; nothing prints a traceback for them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import time
@@ -140,7 +142,8 @@ def _load_model(spec: str, weights: str | None, dev: torch.device):
             raise UserError(f"unknown torchvision model {name!r} (see torchvision.models.list_models())")
         if weights == "DEFAULT":
             try:
-                model = torchvision.models.get_model(name, weights="DEFAULT")
+                with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's "Downloading: ..." line
+                    model = torchvision.models.get_model(name, weights="DEFAULT")
             except Exception as err:  # offline: URLError / OSError / HTTP errors
                 raise UserError(
                     f"could not download torchvision's DEFAULT weights for {name} ({type(err).__name__}); "
