@@ -26,8 +26,6 @@ class Call:
     def __init__(self, f, x, args, kwargs, opts, *, grad: bool, wrt=None, name="x"):
         self.xs, self.is_tuple = as_tuple(x, name)
         self.B = check_inputs(self.xs, grad=grad and wrt is None, name=name)
-        if grad and wrt is not None:
-            check_inputs(self.xs, grad=False, name=name)
         check_no_train_batchnorm(f)
         self.args, self.kwargs = args, kwargs
         self.f = prepare(f, self.xs, args, kwargs)
@@ -48,6 +46,13 @@ class Call:
         a, kw = self.tiled(m)
         _, gs, self.k_form = value_and_grad(self.f, pts, a, kw, site=self.site, inject=inject)
         return tuple(g.view(m, self.B, *g.shape[1:]) for g in gs)
+
+    def grads_and_value(self, pts: tuple[Tensor, ...], m: int) -> tuple[Tensor, Tensor]:
+        """Gradient w.r.t. the site's value, ``[m, B, K, *layer]``, and that value
+        ``[m*B, *layer]``, from one forward and one backward."""
+        a, kw = self.tiled(m)
+        _, (g,), self.k_form, value = value_and_grad(self.f, pts, a, kw, site=self.site, with_value=True)
+        return g.view(m, self.B, *g.shape[1:]), value
 
     def scores(self, pts: tuple[Tensor, ...], m: int) -> Tensor:
         """Scores at ``m`` folded items, ``[m, B, K]`` (no grad)."""

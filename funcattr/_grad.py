@@ -53,9 +53,11 @@ class Site:
         return f"the {kind} {type(self.module).__name__}"
 
     @contextlib.contextmanager
-    def hook(self, inject: Tensor | None = None, detach: bool = True):
+    def hook(self, inject: Tensor | None = None, detach: bool = True, grad_after: bool = False):
         """While active, the site's value is captured into ``box["value"]`` (as a fresh leaf
-        that requires grad when ``detach``) or replaced by ``inject``."""
+        that requires grad when ``detach``) or replaced by ``inject``. With ``grad_after``,
+        autograd is switched on once the site has run, so a forward started under
+        ``no_grad`` records only the part after the site (all a site gradient needs)."""
         box: dict[str, Any] = {"calls": 0}
 
         def take(value):
@@ -79,6 +81,8 @@ class Site:
             else:
                 new = value
             box["value"] = new
+            if grad_after:
+                torch.set_grad_enabled(True)
             return new
 
         if self.of_input:
@@ -101,8 +105,8 @@ class Site:
             handle.remove()
         if box["calls"] == 0:
             raise ValueError(
-                f"wrt={type(self.module).__name__} never ran inside f; pass a module that the model calls "
-                "in its forward"
+                f"the layer {type(self.module).__name__} never ran inside f; pass a module that the model "
+                "calls in its forward"
             )
 
 
@@ -143,28 +147,31 @@ def value_and_grad(
     *,
     site: Site | None = None,
     inject: Tensor | None = None,
-) -> tuple[Tensor, tuple[Tensor, ...], bool]:
+    with_value: bool = False,
+):
     """``(scores[N, K], grads, k_form)``; grads are w.r.t. ``xs`` or the site's value,
-    each ``[N, K, ...]``, in the inputs' dtype."""
+    each ``[N, K, ...]``, in the inputs' dtype. ``with_value=True`` appends the site's value
+    (detached). With a site, the forward up to the site runs without autograd."""
     kwargs = kwargs or {}
-    with torch.enable_grad():
-        if site is None:
+    if site is None:
+        with torch.enable_grad():
             leaves = tuple(x.detach().requires_grad_(True) for x in xs)
             s, k_form = as_scores(f(*leaves, *args, **kwargs))
-        else:
-            if inject is not None:
-                inject = inject.detach().requires_grad_(True)
-            with site.hook(inject=inject) as box:
-                s, k_form = as_scores(f(*xs, *args, **kwargs))
-            leaves = (box["value"],)
-        if not s.requires_grad:
-            raise ValueError(
-                "the scores do not depend on the inputs through differentiable operations"
-                + (f" ({site.name})" if site else "")
-            )
-        grads = _grads(s, leaves, k_form)
+    else:
+        if inject is not None:
+            inject = inject.detach().requires_grad_(True)
+        with torch.no_grad(), site.hook(inject=inject, grad_after=True) as box:
+            s, k_form = as_scores(f(*xs, *args, **kwargs))
+        leaves = (box["value"],)
+    if not s.requires_grad:
+        raise ValueError(
+            "the scores do not depend on the inputs through differentiable operations"
+            + (f" ({site.name})" if site else "")
+        )
+    grads = _grads(s, leaves, k_form)
     dtypes = [x.dtype for x in xs] if site is None else [leaves[0].dtype]
-    return s.detach(), tuple(g.to(dt) for g, dt in zip(grads, dtypes)), k_form
+    out = s.detach(), tuple(g.to(dt) for g, dt in zip(grads, dtypes)), k_form
+    return (*out, leaves[0].detach()) if with_value else out
 
 
 def forward(f: Callable, xs: tuple[Tensor, ...], args: tuple = (), kwargs: dict | None = None) -> tuple[Tensor, bool]:

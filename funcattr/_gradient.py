@@ -8,7 +8,6 @@ the batch and evaluated by the executor in memory-sized chunks.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable
 

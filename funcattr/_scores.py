@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 __all__ = ["target", "outputs", "per_example", "prepare", "as_scores"]
 
