@@ -140,6 +140,8 @@ def _add(a, b):
 
 def _cat(parts):
     first = parts[0]
+    if len(parts) == 1:
+        return first
     if isinstance(first, torch.Tensor):
         return torch.cat(parts, dim=0)
     return type(first)(_cat([p[i] for p in parts]) for i in range(len(first)))

@@ -38,7 +38,7 @@ def make_method(name: str, model: torch.nn.Module, layer: torch.nn.Module, size:
     if name == "saliency":
         return fa.saliency(f)
     if name == "smoothgrad":
-        return fa.noise_tunnel(fa.saliency(f), samples=16, stdev=0.15)
+        return fa.noise_tunnel(fa.saliency(f), samples=10, stdev=0.15)
     if name == "input-x-gradient":
         return fa.input_x_gradient(f)
     if name == "guided-backprop":
@@ -93,7 +93,7 @@ def demo(out: str, device: str, n_eval: int, methods: list[str]) -> None:
     print(f"|{'-' * 17}|{'-' * 10}|{'-' * 15}|{'-' * 13}|")
     maps = {}
     for name in methods:
-        attr_fn = make_method(name, model, layer, size, labels, progress=True, window=12, stride=6)
+        attr_fn = make_method(name, model, layer, size, labels, progress=True, window=12, stride=8)
         t0 = time.perf_counter()
         a = attr_fn(imgs)
         if dev.type == "cuda":

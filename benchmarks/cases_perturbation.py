@@ -1,0 +1,133 @@
+"""Perturbation-family cases: occlusion in the seed configuration (3×224×224, window
+(3, 45, 45), stride (3, 9, 9) on resnet18; shrunk in --quick) and feature ablation over
+superpixel squares.
+
+The limit is one plain batched forward over exactly the inputs funcattr evaluates — the
+unperturbed image plus every occluded/ablated copy — pre-built outside the timed function.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+
+import torch
+from captum.attr import FeatureAblation, Occlusion
+
+import funcattr as fa
+from .common import Built, Case, Setup, forward_limit, sync
+
+
+def _check(ours: torch.Tensor, theirs: torch.Tensor, what: str) -> None:
+    scale = theirs.abs().max().item()
+    if not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4 * scale):
+        raise AssertionError(f"{what}: funcattr and Captum disagree (max diff {(ours - theirs).abs().max().item():.3g})")
+
+
+def _verify(fn, *args):
+    """Run a check in full fp32 (no TF32 convolutions), outside the timing."""
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        fn(*args)
+
+
+def _occluded(x: torch.Tensor, window, stride, baseline: float) -> torch.Tensor:
+    """[1 + windows, *x.shape[1:]]: x, then x with each window at the baseline (B = 1), built
+    by hand (one slice assignment per window), independently of funcattr's plan."""
+
+    def starts(D, w, s):  # slide while the previous window has not reached the end
+        out = [0]
+        while out[-1] + w < D:
+            out.append(out[-1] + s)
+        return out
+
+    copies = [x[0]]
+    for o in itertools.product(*[starts(D, w, s) for D, w, s in zip(x.shape[1:], window, stride)]):
+        c = x[0].clone()
+        c[tuple(slice(a, a + w) for a, w in zip(o, window))] = baseline
+        copies.append(c)
+    return torch.stack(copies)
+
+
+def _ablated(x: torch.Tensor, mask: torch.Tensor, baseline: float) -> torch.Tensor:
+    """[1 + features, *x.shape[1:]] for B = 1 and a mask of ids 0..F-1."""
+    F = int(mask.max()) + 1
+    ids = torch.arange(-1, F, device=x.device).view(-1, *[1] * (x.dim() - 1))
+    return torch.where(mask.unsqueeze(0) == ids, torch.tensor(baseline, device=x.device, dtype=x.dtype), x[0])
+
+
+def _best_ppe(fn, candidates, device) -> int:
+    """Captum's fastest perturbations_per_eval among a few (one timed call each, after warm-up)."""
+    best, best_t = candidates[0], math.inf
+    for ppe in candidates:
+        fn(ppe)
+        sync(device)
+        t = time.perf_counter()
+        fn(ppe)
+        sync(device)
+        t = time.perf_counter() - t
+        if t < best_t:
+            best, best_t = ppe, t
+    return best
+
+
+def occlusion(setup: Setup) -> Built:
+    model, n = setup.model(setup.model_name()), setup.image_size()
+    if setup.quick:  # 224 → 32: window 45 → 6, stride 9 → 2 (196 windows, Captum's count rule)
+        window, stride = (3, 6, 6), (3, 2, 2)
+    else:  # the seed configuration: 21 x 21 = 441 windows
+        window, stride = (3, 45, 45), (3, 9, 9)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, n, n, device=setup.device)
+    ours = fa.occlusion(fa.target(model, 3), window=window, stride=stride)
+    cap = Occlusion(model)
+    pts = _occluded(x, window, stride, 0.0)
+    windows = pts.shape[0] - 1
+
+    def captum(ppe):
+        return cap.attribute(x, sliding_window_shapes=window, strides=stride, target=3, perturbations_per_eval=ppe)
+
+    _verify(lambda: _check(ours(x), captum(windows), "occlusion"))
+    best = _best_ppe(captum, [windows, 64, 16] if not setup.quick else [windows, 32], setup.device)
+    return Built(
+        funcattr=lambda: ours(x),
+        limit=forward_limit(model, pts),
+        captum_best=lambda: captum(best),
+        captum_default=lambda: captum(1),
+        points=pts.shape[0],
+        note=f"{windows} windows, Captum best ppe={best}",
+    )
+
+
+def ablation_superpixels(setup: Setup) -> Built:
+    model, n = setup.model(setup.model_name()), setup.image_size()
+    side = 4 if setup.quick else 16  # squares of side x side pixels, all channels together
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, n, n, device=setup.device)
+    cells = n // side
+    r = torch.arange(n, device=setup.device) // side
+    mask = (r.view(-1, 1) * cells + r.view(1, -1)).view(1, 1, n, n)  # [1, 1, H, W] superpixel ids
+    ours = fa.feature_ablation(fa.target(model, 3), mask=mask)
+    cap = FeatureAblation(model)
+    pts = _ablated(x, mask[0], 0.0)
+    feats = pts.shape[0] - 1
+
+    def captum(ppe):
+        return cap.attribute(x, target=3, feature_mask=mask, perturbations_per_eval=ppe)
+
+    _verify(lambda: _check(ours(x), captum(feats), "feature ablation"))
+    best = _best_ppe(captum, [feats, 64, 16] if not setup.quick else [feats, 16], setup.device)
+    return Built(
+        funcattr=lambda: ours(x),
+        limit=forward_limit(model, pts),
+        captum_best=lambda: captum(best),
+        captum_default=lambda: captum(1),
+        points=pts.shape[0],
+        note=f"{feats} superpixels of {side}x{side}, Captum best ppe={best}",
+    )
+
+
+CASES = [
+    Case("occlusion", occlusion),
+    Case("ablation_superpixels", ablation_superpixels),
+]
