@@ -23,6 +23,7 @@ from ._scores import outputs, per_example, target
 from . import metrics, viz
 from ._layers import activation, cam, conductance, gradcam, neuron, upsample
 from ._perturb import feature_ablation, feature_permutation, kernel_shap, lime, occlusion, shapley_sampling, shapley_values
+from ._backward import deconvolution, deeplift, deeplift_shap, guided_backprop, guided_gradcam
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,12 @@ __all__ = [
     "activation",
     "conductance",
     "neuron",
+    # backward rules
+    "guided_backprop",
+    "deconvolution",
+    "deeplift",
+    "deeplift_shap",
+    "guided_gradcam",
     # perturbation family
     "occlusion",
     "feature_ablation",

@@ -28,6 +28,7 @@ class Call:
         self.B = check_inputs(self.xs, grad=grad and wrt is None, name=name)
         check_no_train_batchnorm(f)
         self.args, self.kwargs = args, kwargs
+        self.f0 = f  # the user's function: the key of cached plans and costs
         self.f = prepare(f, self.xs, args, kwargs)
         self.opts = opts()
         self.device = self.xs[0].device
@@ -64,7 +65,7 @@ class Call:
         return _executor.run(step, n, self.B, opts=self.opts, device=self.device, key=key, combine=combine, desc=desc)
 
     def key(self, tag: str, *extra) -> tuple:
-        return (tag, id(self.f), tuple((t.shape[1:], t.dtype) for t in self.xs), id(self.site and self.site.module), extra)
+        return (tag, id(self.f0), tuple((t.shape[1:], t.dtype) for t in self.xs), id(self.site and self.site.module), extra)
 
     def layer(self, xs: tuple[Tensor, ...]) -> Tensor:
         """The site's value at ``xs`` (a batch of B rows or a folded multiple)."""
@@ -87,8 +88,12 @@ class Call:
         """Completeness gap per example: Σ attr − (f(end) − f(start)), ``[B]`` or ``[B, K]``."""
         pts = tuple(torch.cat([e.expand_as(x), s.expand_as(x)]) for e, s, x in zip(end, start, self.xs))
         s = self.scores(pts, 2)
-        total = sum(a.flatten(2).sum(2) for a in attrs)  # [B, K]
-        d = total - (s[0] - s[1]).to(total.dtype)
+        return self.gap(attrs, s[0], s[1])
+
+    def gap(self, attrs: tuple[Tensor, ...], s_end: Tensor, s_start: Tensor) -> Tensor:
+        """Σ attr − (s_end − s_start) per example from ``[B, K]`` scores; ``[B]`` or ``[B, K]``."""
+        total = sum(a.reshape(*a.shape[:2], -1).sum(2) for a in attrs)  # 1-D inputs have no feature dims
+        d = total - (s_end - s_start).to(total.dtype)
         return d if self.k_form else d[:, 0]
 
 

@@ -83,7 +83,8 @@ class Site:
             box["value"] = new
             if grad_after:
                 torch.set_grad_enabled(True)
-            return new
+            # an in-place layer (ReLU(inplace=True)) must not overwrite the value we keep
+            return new.clone() if self.of_input else new
 
         if self.of_input:
 

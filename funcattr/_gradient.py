@@ -309,9 +309,7 @@ def _sample_deltas(c: Call, attrs, ends, starts) -> Tensor:
     S = ends[0].shape[0]
     s_end = c.scores(c.fold(ends), S).mean(0)
     s_start = c.scores(c.fold(starts), S).mean(0)
-    total = sum(a.flatten(2).sum(2) for a in attrs)
-    d = total - (s_end - s_start).to(total.dtype)
-    return d if c.k_form else d[:, 0]
+    return c.gap(attrs, s_end, s_start)
 
 
 def expected_gradients(f: Callable, baselines: Any, samples: int = 5, **kw):

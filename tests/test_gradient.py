@@ -7,32 +7,10 @@ import pytest
 import torch
 from captum.attr import GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 from captum.testing.helpers.basic_models import BasicModel2, BasicModel3, BasicModel_MultiLayer
+from helpers import close
 from models import Linear, res_conv_net, two_input_net
 
 import funcattr as fa
-
-RTOL, ATOL = 1e-4, 1e-5
-
-
-def close(a, b, rtol=RTOL, atol=ATOL):
-    if isinstance(a, tuple):
-        assert isinstance(b, tuple) and len(a) == len(b)
-        for p, q in zip(a, b):
-            close(p, q, rtol, atol)
-        return
-    assert a.shape == b.shape, (a.shape, b.shape)
-    torch.testing.assert_close(a, b.to(a.dtype), rtol=rtol, atol=atol)
-
-
-@pytest.fixture
-def net():
-    return res_conv_net()
-
-
-@pytest.fixture
-def img():
-    torch.manual_seed(1)
-    return torch.randn(3, 3, 8, 8)
 
 
 # --------------------------------------------------------------------------- Captum 0.9.0
@@ -341,3 +319,33 @@ def test_outputs_argument_errors(net):
         fa.outputs(net, topk=0)
     with pytest.raises(IndexError, match="out of range"):
         fa.saliency(fa.outputs(net, [0, 9]))(torch.randn(2, 3, 8, 8))
+
+
+def test_layer_input_of_an_inplace_module_is_not_overwritten():
+    from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
+    from torch import nn
+
+    torch.manual_seed(0)
+    inplace = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True), nn.Linear(4, 2)).eval()
+    plain = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    plain.load_state_dict(inplace.state_dict())
+    x = torch.randn(5, 3)
+    at = fa.input_of(inplace[1])
+    close(
+        fa.integrated_gradients(fa.target(inplace, 0), wrt=at)(x),
+        LayerIntegratedGradients(plain, plain[1]).attribute(x, target=0, attribute_to_layer_input=True),
+    )
+    close(
+        fa.input_x_gradient(fa.target(inplace, 1), wrt=at)(x),
+        LayerGradientXActivation(plain, plain[1]).attribute(x, target=1, attribute_to_layer_input=True),
+    )
+
+
+def test_sampled_deltas_work_for_one_dimensional_inputs():
+    w = torch.tensor([[2.0, -1.0, 0.5]])
+    m = Linear(w)
+    x = torch.randn(4, 3)
+    _, delta = fa.gradient_shap(fa.target(m, 0), torch.zeros(2, 3), samples=3, return_delta=True)(x)
+    assert delta.shape == (4,) and delta.abs().max() < 1e-5  # linear: complete for every draw
+    _, d1 = fa.integrated_gradients(lambda v: v.sum(1) ** 2, return_delta=True)(torch.randn(3, 2))
+    assert d1.shape == (3,) and d1.abs().max() < 1e-4

@@ -19,41 +19,11 @@ from captum.attr import (
     NeuronIntegratedGradients,
 )
 from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv, BasicModel_MultiLayer
+from helpers import close, no_hooks
 from models import res_conv_net
 from torch import nn
 
 import funcattr as fa
-
-RTOL, ATOL = 1e-4, 1e-5
-
-
-def close(a, b, rtol=RTOL, atol=ATOL):
-    if isinstance(a, tuple):
-        assert isinstance(b, tuple) and len(a) == len(b)
-        for p, q in zip(a, b):
-            close(p, q, rtol, atol)
-        return
-    b = b.detach()
-    assert a.shape == b.shape, (a.shape, b.shape)
-    torch.testing.assert_close(a, b.to(a.dtype), rtol=rtol, atol=atol)
-
-
-def no_hooks(model: nn.Module) -> bool:
-    return all(
-        not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
-        for m in model.modules()
-    )
-
-
-@pytest.fixture
-def net():
-    return res_conv_net()
-
-
-@pytest.fixture
-def img():
-    torch.manual_seed(1)
-    return torch.randn(3, 3, 8, 8)
 
 
 class GapNet(nn.Module):

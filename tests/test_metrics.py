@@ -10,29 +10,12 @@ from captum.metrics import infidelity as captum_infidelity
 from captum.metrics import infidelity_perturb_func_decorator
 from captum.metrics import sensitivity_max as captum_sensitivity_max
 from captum.testing.helpers.basic_models import BasicModel_MultiLayer
-from models import Linear, res_conv_net, two_input_net
+from helpers import close
+from models import Linear, two_input_net
 from torch import nn
 
 import funcattr as fa
 from funcattr import metrics
-
-RTOL, ATOL = 1e-4, 1e-5
-
-
-def close(a, b, rtol=RTOL, atol=ATOL):
-    assert a.shape == b.shape, (a.shape, b.shape)
-    torch.testing.assert_close(a, b.to(a.dtype), rtol=rtol, atol=atol)
-
-
-@pytest.fixture
-def net():
-    return res_conv_net()
-
-
-@pytest.fixture
-def img():
-    torch.manual_seed(1)
-    return torch.randn(3, 3, 8, 8)
 
 
 def test_public_surface():

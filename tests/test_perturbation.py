@@ -13,34 +13,11 @@ from captum.testing.helpers.basic_models import (
     BasicModel_MultiLayer,
     BasicModel_MultiLayer_MultiInput,
 )
+from helpers import close
 from models import Linear, res_conv_net, two_input_net
 
 import funcattr as fa
 from funcattr import _perturb
-
-RTOL, ATOL = 1e-4, 1e-5
-
-
-def close(a, b, rtol=RTOL, atol=ATOL):
-    if isinstance(a, tuple):
-        assert isinstance(b, tuple) and len(a) == len(b)
-        for p, q in zip(a, b):
-            close(p, q, rtol, atol)
-        return
-    b = torch.as_tensor(b, dtype=a.dtype)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
-
-
-@pytest.fixture
-def net():
-    return res_conv_net()
-
-
-@pytest.fixture
-def img():
-    torch.manual_seed(1)
-    return torch.randn(3, 3, 8, 8)
 
 
 def blocks(side=2, n=8, batch=1, shift=0):

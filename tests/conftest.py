@@ -1,0 +1,23 @@
+import pytest
+import torch
+from models import res_conv_net
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The test models are tiny: one intra-op thread is fastest and immune to a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def net():
+    return res_conv_net()
+
+
+@pytest.fixture
+def img():
+    torch.manual_seed(1)
+    return torch.randn(3, 3, 8, 8)
