@@ -127,7 +127,40 @@ def ablation_superpixels(setup: Setup) -> Built:
     )
 
 
+def kernel_shap(setup: Setup) -> Built:
+    model, n = setup.model(setup.model_name()), setup.image_size()
+    side, samples = (4, 100) if setup.quick else (16, 400)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, n, n, device=setup.device)
+    cells = n // side
+    r = torch.arange(n, device=setup.device) // side
+    mask = (r.view(-1, 1) * cells + r.view(1, -1)).view(1, 1, n, n)
+    ours = fa.kernel_shap(fa.target(model, 3), mask=mask, samples=samples)
+    keep = torch.rand(samples, cells * cells, device=setup.device) < 0.5  # same count and shape of points
+    pts = torch.where(keep[:, mask[0]], x, torch.zeros((), device=setup.device))
+    try:  # Captum's KernelShap needs scikit-learn, which funcattr does not depend on
+        import sklearn  # noqa: F401
+        from captum.attr import KernelShap
+
+        cap = KernelShap(model)
+        captum_best = lambda: cap.attribute(x, target=3, feature_mask=mask, n_samples=samples, perturbations_per_eval=samples)  # noqa: E731
+        captum_default = lambda: cap.attribute(x, target=3, feature_mask=mask, n_samples=samples)  # noqa: E731
+        note = ""
+    except ImportError:
+        captum_best = captum_default = None
+        note = ", Captum needs scikit-learn: not timed"
+    return Built(
+        funcattr=lambda: ours(x),
+        limit=forward_limit(model, pts),
+        captum_best=captum_best,
+        captum_default=captum_default,
+        points=pts.shape[0],
+        note=f"{cells * cells} superpixels, {samples} coalitions{note}",
+    )
+
+
 CASES = [
     Case("occlusion", occlusion),
     Case("ablation_superpixels", ablation_superpixels),
+    Case("kernel_shap", kernel_shap),
 ]

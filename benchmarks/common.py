@@ -22,6 +22,7 @@ class Setup:
     device: torch.device
     quick: bool
     repeat: int = 5
+    model_full: str = "resnet18"
 
     def model(self, name: str) -> nn.Module:
         """``small`` (quick CPU model), ``resnet18`` or ``resnet101`` (random weights)."""
@@ -43,7 +44,7 @@ class Setup:
         return 32 if self.quick else 224
 
     def model_name(self) -> str:
-        return "small" if self.quick else "resnet18"
+        return "small" if self.quick else self.model_full
 
 
 @dataclasses.dataclass

@@ -55,12 +55,13 @@ def main(argv=None):
     p.add_argument("--json", metavar="PATH", help="write the results as a JSON list")
     p.add_argument("--repeat", type=int, default=None, help="timed repetitions per callable")
     p.add_argument("--cases", nargs="*", help="run only these cases")
+    p.add_argument("--model", default="resnet18", choices=["resnet18", "resnet101"], help="model of the full (non-quick) run")
     p.add_argument("--no-captum-default", action="store_true", help="skip Captum's (slow) default-call column")
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
     device = torch.device(a.device)
-    setup = Setup(device=device, quick=a.quick, repeat=a.repeat or (3 if a.quick else 10))
+    setup = Setup(device=device, quick=a.quick, repeat=a.repeat or (3 if a.quick else 10), model_full=a.model)
     torch.manual_seed(0)
     cases = all_cases()
     if a.cases:
@@ -72,7 +73,7 @@ def main(argv=None):
     head = (
         f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}"
         f" ({device.type}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
-        f"{'quick' if a.quick else 'full'}, {time.strftime('%Y-%m-%d')}"
+        f"{'quick (small CNN, 32 px)' if a.quick else a.model + ', 224 px'}, {time.strftime('%Y-%m-%d')}"
     )
     print(head, file=sys.stderr)
     for case in cases:

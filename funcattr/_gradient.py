@@ -108,8 +108,8 @@ def integrated_gradients(
         def step(lo, hi):
             m = hi - lo
             a = alphas[lo:hi]
-            path = tuple(
-                (s.unsqueeze(0) + a.view(m, *[1] * d.dim()) * d.unsqueeze(0)).expand(m, c.B, *d.shape[1:])
+            path = tuple(  # start + α·diff as one fused op, [m, B, ...]
+                torch.addcmul(s.unsqueeze(0), a.view(m, *[1] * d.dim()), d.unsqueeze(0)).expand(m, c.B, *d.shape[1:])
                 for s, d in zip(starts, diffs)
             )
             if c.site is None:
