@@ -330,8 +330,9 @@ KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 def noise_tunnel(attr_fn: Callable, samples: int = 5, stdev: float = 1.0, kind: str = "smoothgrad"):
     """SmoothGrad and friends around *any* attribution function (Captum's ``NoiseTunnel``).
 
-    All ``samples`` noisy copies are folded into one batch of ``samples * B`` rows and handed to
-    ``attr_fn`` once, so a wrapped path method evaluates samples × steps as one folded batch::
+    The ``samples`` noisy copies are folded into one batch of ``samples * B`` rows and handed to
+    ``attr_fn`` once when memory allows (else in chunks of samples, sized by the executor), so a
+    wrapped path method evaluates samples × steps as one folded batch::
 
         sg_ig = fa.noise_tunnel(fa.integrated_gradients(f), samples=10, stdev=0.1)
         sg_ig(x)                                   # [B, ...] -> [B, ...]
@@ -351,20 +352,28 @@ def noise_tunnel(attr_fn: Callable, samples: int = 5, stdev: float = 1.0, kind: 
         B = check_inputs(xs, grad=False)
         st = _stdevs(stdev, len(xs))
         S = samples
-        noisy = tuple(
+        noisy = tuple(  # sample-major: rows s*B .. s*B + B - 1 are sample s
             tile(x, S) + (s * torch.randn(S * B, *x.shape[1:], device=x.device, dtype=x.dtype) if s > 0 else 0)
             for x, s in zip(xs, st)
         )
-        a, kw = tile_args(args, kwargs, B, S)
-        res = attr_fn(restore(noisy, is_tuple), *a, **kw)
-        delta = None
-        if with_delta:
-            res, delta = res
-            delta = delta.view(S, B, *delta.shape[1:]).movedim(0, 1)
-        parts, out_tuple = as_tuple(res, "attributions")
+        shape: dict = {}
+
+        def step(lo, hi):  # samples lo..hi-1 as one folded batch of (hi - lo) * B rows
+            m = hi - lo
+            a, kw = tile_args(args, kwargs, B, m)
+            res = attr_fn(restore(tuple(n[lo * B : hi * B] for n in noisy), is_tuple), *a, **kw)
+            if with_delta:
+                res, d = res
+            parts, shape["tuple"] = as_tuple(res, "attributions")
+            out = tuple(r.view(m, B, *r.shape[1:]) for r in parts)
+            return out + ((d.view(m, B, *d.shape[1:]),) if with_delta else ())
+
+        # all samples in one call to attr_fn when memory allows, else in chunks of samples
+        key = ("noise_tunnel", id(attr_fn), tuple((t.shape[1:], t.dtype) for t in xs))
+        res = _executor.run(step, S, B, opts=_executor._current.get(), device=xs[0].device, key=key, combine="cat")
+        parts, delta = (res[:-1], res[-1].movedim(0, 1)) if with_delta else (res, None)
         outs = []
         for r in parts:
-            r = r.view(S, B, *r.shape[1:])
             if kind == "smoothgrad":
                 outs.append(r.mean(0))
             elif kind == "smoothgrad_sq":
@@ -372,7 +381,7 @@ def noise_tunnel(attr_fn: Callable, samples: int = 5, stdev: float = 1.0, kind: 
             else:
                 mean = r.mean(0)
                 outs.append((r * r).mean(0) - mean * mean)
-        out = restore(tuple(outs), out_tuple)
+        out = restore(tuple(outs), shape["tuple"])
         return (out, delta) if with_delta else out
 
     return mark(nt_fn, f"noise_tunnel({getattr(attr_fn, '__name__', 'attr_fn')})", with_delta)

@@ -349,3 +349,22 @@ def test_sampled_deltas_work_for_one_dimensional_inputs():
     assert delta.shape == (4,) and delta.abs().max() < 1e-5  # linear: complete for every draw
     _, d1 = fa.integrated_gradients(lambda v: v.sum(1) ** 2, return_delta=True)(torch.randn(3, 2))
     assert d1.shape == (3,) and d1.abs().max() < 1e-4
+
+
+def test_noise_tunnel_chunks_samples_under_a_budget_with_identical_results(net, img):
+    rows = []
+
+    def counted(x):
+        rows.append(x.shape[0])
+        return net(x)
+
+    sal = fa.saliency(fa.target(counted, 2), abs=False)
+    torch.manual_seed(9)
+    whole = fa.noise_tunnel(sal, samples=6, stdev=0.2, kind="smoothgrad_sq")(img)
+    assert sum(rows) == 18 and len(rows) <= 2  # a one-sample probe, then the rest at once
+    rows.clear()
+    torch.manual_seed(9)
+    with fa.options(batch_size=2 * 3):  # two samples of the 3 examples per call
+        chunked = fa.noise_tunnel(sal, samples=6, stdev=0.2, kind="smoothgrad_sq")(img)
+    assert max(rows) <= 6 and sum(rows) == 18
+    close(chunked, whole)
