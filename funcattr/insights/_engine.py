@@ -23,7 +23,7 @@ import funcattr as fa
 from ._data import UserCodeError
 from ._methods import BadRequest, Ctx, Method, pixel_segments
 
-__all__ = ["Job", "stacked", "attribute"]
+__all__ = ["Job", "stacked", "attributions", "attribute"]
 
 
 @dataclass(frozen=True)
@@ -96,10 +96,10 @@ def _take(t, lo: int, hi: int, J: int):
     return t[lo:hi] if isinstance(t, Tensor) and t.dim() and t.shape[0] == J else t
 
 
-def attribute(ex, jobs: Sequence[Job], method: Method, args: dict, with_scores: bool) -> tuple[list[dict], dict]:
-    """Attribute every job in one batched call (one per model for layer methods); return, per
-    job in the given order, what the page draws (per-feature views, contributions, faithfulness
-    and localization scores), and ``{seconds, evaluations, calls}``."""
+def attributions(ex, jobs: Sequence[Job], method: Method, args: dict, with_scores: bool = False):
+    """The attributions of ``jobs``, in their order: one tensor ``[J, ...]`` per feature (a layer
+    method gives its upsampled map ``[J, 1, H, W]``), computed in one batched call (one per model
+    for layer methods); with the per-job scores and ``{seconds, evaluations, calls}``."""
     store = ex.store
     order = sorted(range(len(jobs)), key=lambda k: jobs[k].model)
     js = [jobs[k] for k in order]
@@ -138,30 +138,37 @@ def attribute(ex, jobs: Sequence[Job], method: Method, args: dict, with_scores: 
             f = stacked(store.models, groups, targets, J)
             attrs = _tuple(method.build(f, ctx, args)(_one(xs), *extra))
         attrs = tuple(a.detach() for a in attrs)
-        scores = _scores(ex, js, xs, attrs, bls, extra, targets, groups, ctx) if with_scores else [None] * J
+        scores = _scores(ex, js, xs, attrs, bls, extra, targets, groups, ctx) if with_scores else [{}] * J
     except (BadRequest, UserCodeError):
         raise
     except Exception as err:
         raise UserCodeError(f"{method.label} failed: {type(err).__name__}: {err}") from err
-    seconds = time.perf_counter() - t0
+    info = {"seconds": round(time.perf_counter() - t0, 4), "evaluations": evaluations,
+            "calls": len(groups) if method.layer else 1}
+    back = [0] * J
+    for k, o in enumerate(order):
+        back[o] = k
+    index = torch.tensor(back, device=attrs[0].device)
+    return (tuple(a.index_select(0, index) for a in attrs), [scores[k] for k in back], raw, back, info)
 
+
+def attribute(ex, jobs: Sequence[Job], method: Method, args: dict, with_scores: bool) -> tuple[list[dict], dict]:
+    """What the page draws for each job, in order (per-feature views, contributions,
+    faithfulness and localization scores), and ``{seconds, evaluations, calls}``."""
+    attrs, scores, raw, back, info = attributions(ex, jobs, method, args, with_scores)
     views = []
-    for k, j in enumerate(js):
+    for k, j in enumerate(jobs):
         per = [a[k].cpu() for a in attrs]
         net = torch.stack([a.double().sum() for a in per])
         l1 = net.abs().sum()
-        contrib = (net / l1 if l1 > 0 else net).tolist()
         views.append({
             "model": j.model,
             "target": j.target,
-            "features": [feat.show_attribution(a, r[k]) for feat, a, r in zip(store.features, per, raw)],
-            "contributions": contrib,
-            **(scores[k] or {}),
+            "features": [feat.show_attribution(a, r[back[k]]) for feat, a, r in zip(ex.store.features, per, raw)],
+            "contributions": (net / l1 if l1 > 0 else net).tolist(),
+            **scores[k],
         })
-    out = [None] * J
-    for k, v in zip(order, views):
-        out[k] = v
-    return out, {"seconds": round(seconds, 4), "evaluations": evaluations, "calls": len(groups) if method.layer else 1}
+    return views, info
 
 
 def _scores(ex, js, xs, attrs, bls, extra, targets, groups, ctx) -> list[dict]:

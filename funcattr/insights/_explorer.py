@@ -58,9 +58,12 @@ def _int(v: Any, name: str, lo: int, hi: int) -> int:
     return v
 
 
-def _fields(request: Any, defaults: dict) -> dict:
+def _fields(request: Any, fields: dict, defaults: dict) -> dict:
+    if request is None:
+        request = {}
     if not isinstance(request, dict):
         raise BadRequest("the request body must be a JSON object")
+    request = {**request, **fields}
     unknown = [k for k in request if k not in defaults]
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]!r} (fields: {', '.join(defaults)})")
@@ -229,7 +232,7 @@ class Explorer:
 
             ex.fetch(method="integrated_gradients", args={"steps": 50}, count=4, prediction="incorrect")
         """
-        r = _fields({**(request or {}), **fields}, {
+        r = _fields(request, fields, {
             "offset": 0, "count": 4, "classes": [], "prediction": "all", "method": "integrated_gradients",
             "args": {}, "target": self.target, "targets": {}, "scores": True})
         offset = _int(r["offset"], "offset", 0, 10**9)
@@ -262,7 +265,7 @@ class Explorer:
 
     def attribute(self, request: dict | None = None, **fields) -> dict:
         """One example and model re-attributed to ``target`` (a click on a class)."""
-        r = _fields({**(request or {}), **fields},
+        r = _fields(request, fields,
                     {"index": None, "model": 0, "target": None, "method": "integrated_gradients", "args": {}, "scores": True})
         method, args = self._method(r["method"], r["args"])
         with self._lock:
@@ -272,7 +275,7 @@ class Explorer:
 
     def compare(self, request: dict | None = None, **fields) -> dict:
         """Several methods side by side on one example, model and class."""
-        r = _fields({**(request or {}), **fields},
+        r = _fields(request, fields,
                     {"index": None, "model": 0, "target": None, "methods": [], "scores": True})
         ms = r["methods"]
         if not isinstance(ms, list) or not 1 <= len(ms) <= MAX_COMPARE:
@@ -353,10 +356,12 @@ class Explorer:
 
     def _example(self, i: int, views: list[dict]) -> dict:
         raw = self.store.raw(i)
+        xs = self.store.model_inputs(tuple(r.unsqueeze(0) for r in raw))
         return {
             "index": i,
             "label": self._label(i),
-            "inputs": [{"name": f.name, **f.show_input(r)} for f, r in zip(self.features, raw)],
+            "inputs": [{"name": f.name, **f.show_input(r, x[0].cpu() if f.kind == "image" else None)}
+                       for f, r, x in zip(self.features, raw, xs)],
             "models": [self._model_view(i, v) for v in views],
         }
 
@@ -366,6 +371,11 @@ class Explorer:
     def url(self) -> str | None:
         """The page's address while serving, else None."""
         return None if self._server is None else self._server.url
+
+    @property
+    def port(self) -> int | None:
+        """The port while serving, else None."""
+        return None if self._server is None else self._server.port
 
     def serve(self, host: str = "127.0.0.1", port: int = 0, *, allowed_hosts: Sequence[str] | None = None) -> str:
         """Serve the page in a background thread and return its URL at once. ``port=0`` picks a

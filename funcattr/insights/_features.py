@@ -42,6 +42,7 @@ class Feature:
     std: Sequence[float] | None = None
     tokens: Callable[[Tensor], Sequence[str]] | Sequence[str] | None = None
     columns: Sequence[str] | None = field(default=None)
+    display: Callable[[Tensor], Tensor] | None = None  # image: raw example -> the picture to draw
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -88,10 +89,15 @@ class Feature:
             d["columns"] = list(self.columns)
         return d
 
-    def show_input(self, raw: Tensor) -> dict:
-        """One example's raw input as the page draws it."""
+    def show_input(self, raw: Tensor, model_input: Tensor | None = None) -> dict:
+        """One example's raw input as the page draws it. An image whose size differs from the
+        model's input (a resizing transform) is drawn from the model's input instead, so that
+        the heat maps can be laid over it."""
         if self.kind == "image":
-            return {"kind": "image", **_pixels(raw, self.mean, self.std)}
+            pic = raw if self.display is None else self.display(raw)
+            if model_input is not None and tuple(pic.shape[-2:]) != tuple(model_input.shape[-2:]):
+                return {"kind": "image", **_pixels(model_input)}
+            return {"kind": "image", **_pixels(pic, self.mean, self.std)}
         if self.kind == "text":
             return {"kind": "text", "tokens": self.token_strings(raw)}
         vals = raw.detach().reshape(-1).float().cpu().tolist()
@@ -112,7 +118,7 @@ class Feature:
     def show_attribution(self, attr: Tensor, raw: Tensor) -> dict:
         """One example's attribution for this feature, ready to draw."""
         if self.kind == "image":
-            return {"kind": "image", **heat_maps(attr, _hw(raw))}
+            return {"kind": "image", **heat_maps(attr)}
         if self.kind == "text":
             a = attr.detach().float().cpu()
             per_token = a.reshape(a.shape[0], -1).sum(1) if a.dim() > 1 else a  # sum over the embedding dims
@@ -121,16 +127,18 @@ class Feature:
 
 
 def image(name: str = "Image", *, baseline: Any = 0.0, transform: Callable | None = None,
-          mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Feature:
+          mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+          display: Callable | None = None) -> Feature:
     """An image input ``[B, C, H, W]`` (grey ``C = 1``, RGB ``C = 3``, RGBA ``C = 4``).
 
     ``mean``/``std`` un-normalize the *raw* image for display (give them when the raw data are
     already normalized); otherwise [0, 1] and [0, 255] data are shown as is and anything else
-    min-max rescaled, like ``fa.viz``::
+    min-max rescaled, like ``fa.viz``. ``display(raw_example) -> [C, H, W]`` changes what is
+    drawn (Captum's ``visualization_transform``)::
 
         insights.image("Photo", baseline=0.0, transform=normalize)
     """
-    return Feature(name, "image", baseline, transform, mean=mean, std=std)
+    return Feature(name, "image", baseline, transform, mean=mean, std=std, display=display)
 
 
 def text(name: str = "Text", *, tokens: Callable | Sequence[str] | None = None, baseline: Any = 0.0,
@@ -159,10 +167,6 @@ def tabular(name: str = "Features", *, columns: Sequence[str] | None = None, bas
 
 def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).decode("ascii")
-
-
-def _hw(raw: Tensor) -> tuple[int, int]:
-    return tuple(raw.shape[-2:]) if raw.dim() >= 2 else (1, raw.shape[-1])
 
 
 def _pixels(raw: Tensor, mean=None, std=None) -> dict:
@@ -196,14 +200,13 @@ def _pixels(raw: Tensor, mean=None, std=None) -> dict:
     return {"w": w, "h": h, "c": c, "data": _b64(px)}
 
 
-def heat_maps(attr: Tensor, hw: tuple[int, int]) -> dict:
-    """An image attribution → the four normalized maps ``fa.viz`` draws (one per sign), each
-    as uint8 bytes: ``all`` maps [-1, 1] to 0..255, the others [0, 1] to 0..255."""
+def heat_maps(attr: Tensor) -> dict:
+    """An image attribution ``[C, H, W]`` → the four normalized ``[H, W]`` maps ``fa.viz`` draws
+    (one per sign), each as uint8 bytes: ``all`` maps [-1, 1] to 0..255, the others [0, 1]."""
     a = attr.detach().float().cpu()
     if a.dim() == 2:
         a = a.unsqueeze(0)
-    if tuple(a.shape[-2:]) != tuple(hw):
-        raise ValueError(f"attribution of shape {tuple(attr.shape)} does not match the image's {tuple(hw)}")
+    hw = tuple(a.shape[-2:])
     maps = {}
     for sign in SIGNS:
         m = fa.viz.normalize(a, sign=sign)

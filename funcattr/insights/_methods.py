@@ -95,13 +95,6 @@ class Ctx:
     layer: Any = None
     extra: dict = field(default_factory=dict)
 
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        for k, s in zip(self.kinds, self.shapes):
-            if k == "image":
-                return tuple(s[-2:])
-        return (1, 1)
-
     def baseline(self):
         return self.baselines[0] if len(self.baselines) == 1 else self.baselines
 

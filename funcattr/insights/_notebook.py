@@ -16,7 +16,7 @@ __all__ = ["bundle", "show"]
 def _src(explorer, proxy: str | None) -> str:
     url = explorer.url
     if proxy:
-        return proxy.format(port=explorer._server.port)
+        return proxy.format(port=explorer.port)
     return url
 
 
@@ -59,4 +59,4 @@ def show(explorer, height: int, proxy: str | None) -> None:
     except ImportError:
         display(_View(bundle(explorer, height, proxy)))
     else:
-        output.serve_kernel_port_as_iframe(explorer._server.port, height=str(int(height)))
+        output.serve_kernel_port_as_iframe(explorer.port, height=str(int(height)))
