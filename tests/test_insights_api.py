@@ -14,7 +14,7 @@ import torch
 
 import funcattr as fa
 from funcattr import insights, zoo
-from funcattr.insights import _engine
+from funcattr.insights import _engine, _methods
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -163,7 +163,7 @@ class CountingModel(torch.nn.Module):
 def test_other_methods_match_their_transform(model, data, method, args, reference):
     x, y, _ = data
     ex = insights.Explorer(model, classes=zoo.CLASSES, data=[(x, y)])
-    m, a = insights._explorer.validate(ex.methods, method, args)
+    m, a = _methods.validate(ex.methods, method, args)
     jobs = [_engine.Job(i, 0, int(y[i])) for i in range(3)]
     (attrs,), *_ = _engine.attributions(ex, jobs, m, a)
     torch.testing.assert_close(attrs, reference(fa.target(model, y[:3]))(x[:3]), rtol=1e-4, atol=1e-6)

@@ -258,8 +258,9 @@ class Explorer:
             examples = [self._example(i, views[k * len(self.models):(k + 1) * len(self.models)]) for k, i in enumerate(found)]
         note = None
         if len(found) < count:
-            note = (f"{len(found)} of the {scanned} examples read match the filters" if found or scanned
-                    else "no examples")
+            note = f"{len(found)} of the {scanned} examples match the filters"
+            if r["prediction"] != "all" and not any(e is not None for c in self.store.chunks for e in c.labels):
+                note += " (the data has no labels, so none is correct or incorrect)"
         return {"offset": offset, "next_offset": nxt, "examples": examples, "method": method.id, "args": args,
                 "note": note, **info}
 
@@ -323,12 +324,10 @@ class Explorer:
         found, pos, scanned = [], offset, 0
         store = self.store
         while len(found) < count:
-            if store.done and scanned >= store.count:
-                break
-            if not store.ensure(pos) and store.count == 0:
-                break
+            if not store.ensure(pos) and (store.count == 0 or scanned >= store.count):
+                break  # everything there is was scanned once
             i = store.resolve(pos)
-            if self._keep(i, wanted, prediction) and i not in found:
+            if self._keep(i, wanted, prediction):
                 found.append(i)
             pos += 1
             scanned += 1
