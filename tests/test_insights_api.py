@@ -422,3 +422,27 @@ def test_serving_on_a_busy_port_is_an_error(model, data):
         assert ex.url is None
     finally:
         s.close()
+
+
+class Slow(torch.nn.Module):
+    """The zoo model at about 20 ms per example."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        import time
+
+        time.sleep(0.02 * x.shape[0])
+        return self.model(x)
+
+
+def test_requests_are_bounded_by_the_models_measured_speed(model, data):
+    x, y, _ = data
+    ex = insights.Explorer(Slow(model), classes=zoo.CLASSES, data=[(x[:4], y[:4])], max_seconds=5)
+    with pytest.raises(insights.BadRequest, match=r"would take about \d+ s .* the limit is 5 s"):
+        ex.fetch(method="integrated_gradients", args={"steps": 50}, count=4)
+    with pytest.raises(insights.BadRequest, match="the limit is 20,000 evaluations and 5 s"):
+        ex.compare(index=0, methods=[{"method": "integrated_gradients"}, {"method": "occlusion"}])
+    assert len(ex.fetch(method="saliency", count=1, scores=False)["examples"]) == 1

@@ -89,6 +89,8 @@ def build(a):
     from . import Explorer, image
 
     dev = _device(a.device)
+    if a.images is None and a.model != "zoo:shapes" and a.model.startswith("torchvision:"):
+        raise UserError(f"--images DIR is needed with {a.model} (the embedded images are for zoo:shapes)")
     model, size, mean, std, classes, layer = _load_model(a.model, a.weights, dev)
     if a.model.startswith("torchvision:") and classes is None:
         import torchvision
@@ -114,9 +116,8 @@ def build(a):
         feature = image("Image", transform=lambda x: (x.to(dev) - m) / s)  # raw [0, 1] pixels shown as is
     else:
         feature = image("Image")
-    small = a.model == "zoo:shapes"
     ex = Explorer(model, classes=classes, data=data, features=[feature], layers=layer, names=[a.model],
-                  max_evaluations=20_000 if small else 3_000, title=f"funcattr insights — {a.model}")
+                  title=f"funcattr insights — {a.model}")
     return ex, f"{a.model} on {what}"
 
 
@@ -132,7 +133,7 @@ def run(a) -> int:
     except UserError as err:
         print(f"funcattr: error: {err}", file=sys.stderr)
         return 2
-    print(f"funcattr insights: {what}", flush=True)
+    print(f"funcattr insights: {what}; a request may take up to about {ex.max_seconds:g} s", flush=True)
     print(f"serving at {url}  (Ctrl+C stops)", flush=True)
     if not a.no_browser:
         webbrowser.open(url)
@@ -145,6 +146,8 @@ def run(a) -> int:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if ex._lock.locked():
+            print("funcattr insights: letting the running attribution finish…", flush=True)
         ex.stop()
     print("funcattr insights: stopped", flush=True)
     return 0

@@ -10,6 +10,7 @@ fully described by its starting number and its filters: the server keeps no per-
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -102,6 +103,7 @@ class Store:
         self.device = device
         self.max_examples = max_examples
         self.chunks: list[_Chunk] = []
+        self.row_seconds = [0.0] * len(self.models)  # fastest no-grad forward per example seen, per model
         self.count = 0  # examples read so far
         self.done = False  # no more examples will be read: numbers wrap modulo ``count``
         self.lock = threading.RLock()
@@ -229,10 +231,13 @@ class Store:
             xs = self.model_inputs(tuple(x[lo:hi] for x in c.raw))
             args = tuple(a[lo:hi].to(self.device) if p else a for a, p in zip(c.args, c.per_example))
             try:
+                t0 = time.perf_counter()
                 with torch.no_grad():
                     s = self.models[m](*xs, *args)
                     if self.score is not None:
                         s = self.score(s)
+                per_row = (time.perf_counter() - t0) / (hi - lo)
+                self.row_seconds[m] = per_row if not self.row_seconds[m] else min(self.row_seconds[m], per_row)
             except Exception as err:
                 raise UserCodeError(f"model {m} raised {type(err).__name__} on examples {c.start + lo}..{c.start + hi - 1}: {err}") from err
             if not isinstance(s, Tensor) or s.dim() not in (1, 2) or s.shape[0] != hi - lo:

@@ -123,6 +123,14 @@ def attributions(ex, jobs: Sequence[Job], method: Method, args: dict, with_score
             f"{method.id} on {J} example×model×class job(s) needs about {evaluations:,} model evaluations; "
             f"the limit is {ex.max_evaluations:,}. Lower the steps, samples or windows, or show fewer examples."
         )
+    # a forward and a backward cost about three forwards, timed when the predictions were made
+    row = max(store.row_seconds[m] for m, _, _ in groups)
+    if ex.max_seconds is not None and 3 * row * evaluations > ex.max_seconds:
+        raise BadRequest(
+            f"{method.id} on {J} example×model×class job(s) would take about {3 * row * evaluations:,.0f} s "
+            f"({evaluations:,} model evaluations at ~{1000 * row:.1f} ms per example forward); the limit is "
+            f"{ex.max_seconds:g} s. Lower the steps, samples or windows, or show fewer examples."
+        )
 
     t0 = time.perf_counter()
     try:

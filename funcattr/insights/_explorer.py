@@ -88,7 +88,8 @@ class Explorer:
     (``"softmax"``, None, or a callable). ``target``: attribute to the ``"predicted"`` class
     (Captum's default) or the true ``"label"``; a click on a class re-attributes to it.
     ``layers``: the layer of each model for GradCAM/CAM (default: its last ``Conv2d``).
-    ``max_evaluations`` bounds the model rows one request may evaluate.
+    A request is refused (HTTP 400) when it needs more than ``max_evaluations`` model rows or,
+    at the model's measured speed, more than about ``max_seconds``.
 
     The same JSON the page gets is available in Python: :meth:`fetch`, :meth:`attribute`,
     :meth:`compare`, :meth:`init`.
@@ -97,7 +98,8 @@ class Explorer:
     def __init__(self, models: Any, classes: Sequence[str] | None = None, data: Iterable = (),
                  features: Sequence[Feature] | Feature | None = None, score: Callable | str | None = "softmax", *,
                  names: Sequence[str] | None = None, layers: Any = None, target: str = "predicted",
-                 max_examples: int = 500, max_evaluations: int = 20_000, curve_steps: int = 20,
+                 max_examples: int = 500, max_evaluations: int = 20_000, max_seconds: float | None = 60.0,
+                 curve_steps: int = 20,
                  device: str | torch.device | None = None, title: str = "funcattr insights"):
         models = list(models) if isinstance(models, (list, tuple)) else [models]
         if not models or not all(callable(m) for m in models):
@@ -109,6 +111,8 @@ class Explorer:
             score = _softmax
         elif score is not None and not callable(score):
             raise TypeError(f"score must be 'softmax', None or a callable, got {score!r}")
+        if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or max_seconds <= 0):
+            raise ValueError(f"max_seconds must be a positive number or None, got {max_seconds!r}")
         if target not in ("predicted", "label"):
             raise ValueError(f"target must be 'predicted' or 'label', got {target!r}")
         for name, v in (("max_examples", max_examples), ("max_evaluations", max_evaluations), ("curve_steps", curve_steps)):
@@ -135,6 +139,7 @@ class Explorer:
         self.layers = tuple(layers)
         self.target = target
         self.max_evaluations = max_evaluations
+        self.max_seconds = max_seconds
         self.curve_steps = curve_steps
         self.title = title
         self.store = Store(data, self.features, self.models, score, torch.device(device), max_examples)
@@ -291,9 +296,11 @@ class Explorer:
             i, m, t = self._job(r)
             ctx = Ctx(tuple(f.kind for f in self.features), self._shapes)
             total = sum(meth.cost(ctx, a) for meth, a in chosen)
-            if total > self.max_evaluations:
-                raise BadRequest(f"these {len(chosen)} methods need about {total:,} model evaluations together; "
-                                 f"the limit is {self.max_evaluations:,}")
+            seconds = 3 * self.store.row_seconds[m] * total
+            if total > self.max_evaluations or self.max_seconds is not None and seconds > self.max_seconds:
+                raise BadRequest(f"these {len(chosen)} methods need about {total:,} model evaluations together (about "
+                                 f"{seconds:,.0f} s); the limit is {self.max_evaluations:,} evaluations and "
+                                 f"{self.max_seconds:g} s")
             for meth, a in chosen:
                 (view,), info = _engine.attribute(self, [_engine.Job(i, m, t)], meth, a, bool(r["scores"]))
                 results.append({"method": meth.id, "label": meth.label, "args": a, "view": view, **info})
@@ -388,11 +395,14 @@ class Explorer:
         self._server = Server(self, host, port, allowed_hosts)
         return self._server.url
 
-    def stop(self) -> None:
-        """Stop serving: the port and the thread are freed. Serving again picks a new port."""
+    def stop(self, timeout: float = 120.0) -> None:
+        """Stop serving: the port and the thread are freed (an attribution already running is
+        let finish, at most ``timeout`` seconds). Serving again picks a new port."""
         if self._server is not None:
             server, self._server = self._server, None
             server.stop()
+            if self._lock.acquire(timeout=timeout):
+                self._lock.release()
 
     def __enter__(self):
         return self
