@@ -18,7 +18,7 @@
       else if (k === "dataset") Object.assign(e.dataset, v);
       else e.setAttribute(k, v === true ? "" : v);
     }
-    for (const kid of kids.flat()) if (kid !== null && kid !== undefined) e.append(kid);
+    for (const kid of kids.flat(Infinity)) if (kid !== null && kid !== undefined) e.append(kid);
     return e;
   }
   const bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
