@@ -199,7 +199,7 @@ def test_fetch_draws_four_examples_with_scores(explorer, data, model):
         probs = model(x[i:i + 1]).softmax(1)[0].detach()
         assert mv["predictions"][0]["index"] == int(probs.argmax()) == mv["target"]
         assert mv["predictions"][0]["score"] == pytest.approx(float(probs.max()), rel=1e-4)
-        assert len(mv["predictions"]) == 4
+        assert len(mv["predictions"]) == 4 and mv["label_score"] == pytest.approx(float(probs[y[i]]), rel=1e-4)
         assert mv["contributions"] == [pytest.approx(1.0)] or mv["contributions"] == [pytest.approx(-1.0)]
         assert 0 <= mv["faithfulness"]["deletion"] <= 1 and 0 <= mv["faithfulness"]["insertion"] <= 1
         assert isinstance(mv["localization"]["pointing_game"], bool) and 0 <= mv["localization"]["mass_inside"] <= 1
@@ -319,6 +319,8 @@ def test_host_header_must_name_this_server(explorer):
     status, _, _ = request(url, path="/api/init", headers={"Host": "attacker.example"})
     assert status == 400
     assert request(url, path="/api/init", headers={"Host": "localhost"})[0] == 200
+    assert request(url, path="/api/init", headers={"Host": "[::1]:8000"})[0] == 200
+    assert request(url, path="/", headers={"Host": "127.0.0.1.attacker.example:80"})[0] == 400
 
 
 # ----------------------------------------------------------------------------- failures and concurrency

@@ -53,7 +53,7 @@ def _as_batch(batch: Any, n_features: int, where: str):
         inputs, labels, masks, args = batch["inputs"], batch.get("labels"), batch.get("masks"), batch.get("args")
     elif isinstance(batch, Tensor):
         inputs = batch
-    elif isinstance(batch, (tuple, list)) and batch and not isinstance(batch[0], (int, float)):
+    elif isinstance(batch, (tuple, list)) and batch:
         if len(batch) > 3:
             raise UserCodeError(f"{where}: a batch is (inputs, labels) or (inputs, labels, masks); got {len(batch)} items")
         inputs = batch[0]

@@ -87,7 +87,8 @@ class Explorer:
     ``score``: applied to the outputs for the displayed predictions and the faithfulness curves
     (``"softmax"``, None, or a callable). ``target``: attribute to the ``"predicted"`` class
     (Captum's default) or the true ``"label"``; a click on a class re-attributes to it.
-    ``layers``: the layer of each model for GradCAM/CAM (default: its last ``Conv2d``).
+    ``layers``: the layer of each model for GradCAM/CAM (default: its last ``Conv2d``; CAM needs
+    the layer whose output feeds the global average pool).
     A request is refused (HTTP 400) when it needs more than ``max_evaluations`` model rows or,
     at the model's measured speed, more than about ``max_seconds``.
 
@@ -120,8 +121,9 @@ class Explorer:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if layers is None:
             layers = [_last_conv(m) for m in models]
-        elif not isinstance(layers, (list, tuple)):
-            layers = [layers] * len(models)
+        elif not isinstance(layers, (list, tuple)):  # one module: for the model that holds it
+            layers = [layers if isinstance(m, nn.Module) and any(layers is x for x in m.modules()) else _last_conv(m)
+                      for m in models]
         if len(layers) != len(models):
             raise ValueError(f"{len(layers)} layers for {len(models)} models")
         if names is None:
@@ -194,10 +196,7 @@ class Explorer:
 
     def _label(self, i: int) -> dict | None:
         y = self.store.label(i)
-        if y is None:
-            return None
-        s = self.store.scores(0, i)
-        return {"index": y, "name": self.class_name(y), "score": float(s[y]) if 0 <= y < s.numel() and s.numel() > 1 else None}
+        return None if y is None else {"index": y, "name": self.class_name(y)}
 
     def _target(self, i: int, m: int, mode: str) -> int:
         y = self.store.label(i)
@@ -358,7 +357,9 @@ class Explorer:
 
     def _model_view(self, i: int, view: dict) -> dict:
         m = view["model"]
-        return {"name": self.names[m], "predictions": self._predictions(i, m), **view}
+        y, s = self.store.label(i), self.store.scores(m, i)
+        label_score = float(s[y]) if y is not None and 0 <= y < s.numel() and s.numel() > 1 else None
+        return {"name": self.names[m], "predictions": self._predictions(i, m), "label_score": label_score, **view}
 
     def _example(self, i: int, views: list[dict]) -> dict:
         raw = self.store.raw(i)

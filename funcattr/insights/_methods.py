@@ -261,7 +261,9 @@ def catalog(kinds: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], has_lay
     ]
     if images:
         M.insert(3, Method("blur_integrated_gradients", "Blur Integrated Gradients", "path",
-                           (Arg("sigma", "float", float(max(1, side // 6)), 0.1, 100.0, help="blur of the path's start (pixels)"), STEPS),
+                           (Arg("sigma", "float", float(max(1, side // 32)), 0.1, float(max(1, side // 4)),
+                                help="blur of the path's start (pixels)"),
+                            Arg("steps", "int", 20, 1, 500, help="integration steps")),
                            lambda f, c, a: fa.blur_integrated_gradients(f, sigma=a["sigma"], steps=a["steps"]),
                            lambda c, a: a["steps"]))
     if one_image and has_layer:

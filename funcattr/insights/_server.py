@@ -26,8 +26,6 @@ try:
     import uvicorn
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
-    from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -43,7 +41,7 @@ log = logging.getLogger("funcattr.insights")
 
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 MAX_BODY = 64 * 1024
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _static(name: str) -> bytes:
@@ -54,7 +52,7 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-def make_app(explorer, allowed_hosts: Sequence[str] = ("*",)) -> Starlette:
+def make_app(explorer, allowed_hosts: Sequence[str] = ("*",)):
     """The ASGI app for ``explorer`` (the files are read once, here)."""
     page = _static("index.html")
     files = {name: (_static(name), media) for name, media in STATIC.items()}
@@ -117,8 +115,30 @@ def make_app(explorer, allowed_hosts: Sequence[str] = ("*",)) -> Starlette:
         Route("/api/attribute", api(explorer.attribute), methods=["POST"]),
         Route("/api/compare", api(explorer.compare), methods=["POST"]),
     ]
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed},
-                     middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
+    return app if "*" in allowed_hosts else _host_check(app, {h.lower() for h in allowed_hosts})
+
+
+def _host_name(header: str) -> str:
+    """``Host`` header → the name without the port (``[::1]:8000`` → ``::1``)."""
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def _host_check(app, allowed: set):
+    """Refuse (400) requests whose ``Host`` is not this server's name: a page from another site
+    cannot reach it through DNS rebinding."""
+
+    async def checked(scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+            if _host_name(host) not in allowed:
+                await _error(400, f"invalid Host header {host!r}")(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return checked
 
 
 class Server:

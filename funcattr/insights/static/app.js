@@ -238,7 +238,9 @@
       writeURL();
       const secs = ((performance.now() - t0) / 1000).toFixed(2);
       end(true, `${res.examples.length} example${res.examples.length === 1 ? "" : "s"} · ${spec.label} · ${secs} s (attribution ${res.seconds.toFixed(2)} s, ${res.calls} batched call${res.calls === 1 ? "" : "s"}, ${res.evaluations.toLocaleString()} model evaluations)`);
-      window.__insightsDrawn = { ms: performance.now() - t0, examples: res.examples.length };
+      requestAnimationFrame(() => { // for benchmarks/insights.py: click to drawn, in the page's own clock
+        window.__insightsDrawn = { ms: performance.now() - t0, examples: res.examples.length, server: res.seconds };
+      });
     } catch (err) {
       showError(err.message);
       end(false, "failed");
@@ -353,7 +355,7 @@
     if (label && !shown.includes(label.index)) {
       preds.push(el("button", { type: "button", class: `pred true${label.index === active ? " active" : ""}`, dataset: { class: label.index },
         title: `attribute to the true label ${label.name}`, onclick: () => reattribute(ex.index, mv.model, label.index) },
-      label.name, el("span", { class: "p", text: label.score === null ? "label" : pct(label.score) })));
+      label.name, el("span", { class: "p", text: mv.label_score === null ? "label" : pct(mv.label_score) })));
     }
     if (!shown.includes(active) && !(label && label.index === active)) {
       preds.push(el("button", { type: "button", class: "pred active", dataset: { class: active }, text: config.classes[active] }));
@@ -387,6 +389,7 @@
   function renderCard(ex, card) {
     const imgs = ex.inputs.map((inp) => (inp.kind === "image" ? rgbaOf(inp) : null));
     const fresh = card || el("article", { class: "card", dataset: { index: ex.index } });
+    fresh.classList.toggle("multi", ex.models.length > 1);
     fresh.replaceChildren(
       el("div", { class: "card-head" },
         el("h3", { text: `Example ${ex.index}` }),
