@@ -239,3 +239,19 @@ def test_render_outside_a_notebook_prints_the_address(monkeypatch, capsys):
     with insights.Explorer(zoo.load(), data=[(x, y)]) as ex:
         ex.render()
         assert ex.url in capsys.readouterr().out
+
+
+def test_a_model_with_one_output_score():
+    """Captum's case for ``use_label_for_attr=False``: one score per example, the class is its
+    rounded value, the attribution is of the score itself."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 1), nn.Sigmoid())
+    x = torch.randn(4, 3, 2, 2)
+    ex = insights.Explorer(model, classes=["no", "yes"], data=[(x, [0, 1, 1, 0])], score=None)
+    res = ex.fetch(method="saliency", args={"abs": False}, count=4, scores=False)
+    for e in res["examples"]:
+        (mv,) = e["models"]
+        s = float(model(x[e["index"]:e["index"] + 1]).detach())
+        assert mv["predictions"] == [{"index": round(s), "name": ["no", "yes"][round(s)], "score": pytest.approx(s)}]
+    (attrs,), *_ = _engine.attributions(ex, [_engine.Job(2, 0, 1)], ex.methods["saliency"], {"abs": False})
+    torch.testing.assert_close(attrs[0], fa.saliency(fa.target(model, None), abs=False)(x[2:3])[0])

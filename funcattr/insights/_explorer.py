@@ -14,7 +14,7 @@ from torch import nn
 import funcattr as fa
 
 from . import _engine
-from ._data import Store, UserCodeError
+from ._data import Store
 from ._features import Feature, image
 from ._methods import BadRequest, Ctx, catalog, validate
 
