@@ -89,8 +89,11 @@ def build(a):
     from . import Explorer, image
 
     dev = _device(a.device)
-    if a.images is None and a.model != "zoo:shapes" and a.model.startswith("torchvision:"):
-        raise UserError(f"--images DIR is needed with {a.model} (the embedded images are for zoo:shapes)")
+    if a.images is None and a.model.startswith("torchvision:"):
+        import torchvision
+
+        if a.model.split(":", 1)[1] in torchvision.models.list_models(module=torchvision.models):
+            raise UserError(f"--images DIR is needed with {a.model} (the embedded images are for zoo:shapes)")
     model, size, mean, std, classes, layer = _load_model(a.model, a.weights, dev)
     if a.model.startswith("torchvision:") and classes is None:
         import torchvision
