@@ -415,10 +415,11 @@ class Explorer:
         """Show the page in a notebook (Jupyter, JupyterLab, VS Code): serves if needed, then
         displays it in an iframe. ``proxy``, e.g. ``"/proxy/{port}/"`` (jupyter-server-proxy),
         is the address the browser should use when the kernel runs on another machine."""
-        from ._notebook import show
+        from ._notebook import in_colab, show
 
         if self._server is None:
-            self.serve()
+            # behind a proxy (Colab's, jupyter-server-proxy) the Host header names the proxy
+            self.serve(allowed_hosts=["*"] if proxy or in_colab() else None)
         show(self, height, proxy)
 
     def _repr_mimebundle_(self, include=None, exclude=None):

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import html
 
-__all__ = ["bundle", "show"]
+__all__ = ["bundle", "in_colab", "show"]
+
+
+def in_colab() -> bool:
+    try:
+        import google.colab  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _src(explorer, proxy: str | None) -> str:
@@ -54,9 +62,9 @@ def show(explorer, height: int, proxy: str | None) -> None:
     if get_ipython() is None:
         print(f"funcattr insights: open {explorer.url} in a browser")
         return
-    try:
-        from google.colab import output  # noqa: F401  (Colab: the kernel's port through Colab's proxy)
-    except ImportError:
-        display(_View(bundle(explorer, height, proxy)))
-    else:
+    if in_colab():  # the kernel's port through Colab's proxy
+        from google.colab import output
+
         output.serve_kernel_port_as_iframe(explorer.port, height=str(int(height)))
+    else:
+        display(_View(bundle(explorer, height, proxy)))
