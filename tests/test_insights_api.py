@@ -187,7 +187,7 @@ def test_fetch_draws_four_examples_with_scores(explorer, data, model):
     status, _, res = request(url, "POST", "/api/fetch", {**IG8, "count": 4})
     assert status == 200, res
     assert [e["index"] for e in res["examples"]] == [0, 1, 2, 3] and res["next_offset"] == 4
-    assert res["calls"] == 1 and res["evaluations"] == 4 * 8 + 4 * 2 * 21
+    assert res["calls"] == 1 and res["evaluations"] == 4 * 8 + 4 * 2 * 11
     x, y, masks = data
     for e in res["examples"]:
         i = e["index"]

@@ -89,7 +89,8 @@ class Explorer:
     (Captum's default) or the true ``"label"``; a click on a class re-attributes to it.
     ``layers``: the layer of each model for GradCAM/CAM (default: its last ``Conv2d``; CAM needs
     the layer whose output feeds the global average pool).
-    A request is refused (HTTP 400) when it needs more than ``max_evaluations`` model rows or,
+    ``curve_steps``: points of each example's deletion and insertion curves (the faithfulness
+    scores). A request is refused (HTTP 400) when it needs more than ``max_evaluations`` model rows or,
     at the model's measured speed, more than about ``max_seconds``.
 
     The same JSON the page gets is available in Python: :meth:`fetch`, :meth:`attribute`,
@@ -100,7 +101,7 @@ class Explorer:
                  features: Sequence[Feature] | Feature | None = None, score: Callable | str | None = "softmax", *,
                  names: Sequence[str] | None = None, layers: Any = None, target: str = "predicted",
                  max_examples: int = 500, max_evaluations: int = 20_000, max_seconds: float | None = 60.0,
-                 curve_steps: int = 20,
+                 curve_steps: int = 10,
                  device: str | torch.device | None = None, title: str = "funcattr insights"):
         models = list(models) if isinstance(models, (list, tuple)) else [models]
         if not models or not all(callable(m) for m in models):
