@@ -27,7 +27,8 @@ from torch import Tensor
 
 from . import _executor, _surrogate, _windows
 from ._call import Call, begin, check_fn, mark
-from ._inputs import broadcast_baseline
+from ._fold import fold
+from ._inputs import broadcast_baseline, promote
 
 __all__ = [
     "occlusion",
@@ -47,24 +48,24 @@ KERNEL_SHAP_ENDPOINT_WEIGHT = 1e6  # Captum's stand-in for the infinite kernel w
 # --------------------------------------------------------------------------- the primitive
 
 
-def _evaluate(c: Call, n: int, build: Callable[[int, int], tuple[Tensor, ...]], key, desc: str) -> Tensor:
+def _evaluate(c: Call, n: int, build: Callable[[int, int], tuple[Tensor, ...]], key: tuple, desc: str) -> Tensor:
     """Scores ``[n, B, K]`` of the ``n`` items whose inputs ``build(lo, hi)`` makes as ``[m, B, ...]``."""
 
     def step(lo, hi):
-        s = c.scores(c.fold(build(lo, hi)), hi - lo)
+        s = c.scores(tuple(fold(t) for t in build(lo, hi)), hi - lo)
         return s.to(torch.promote_types(s.dtype, torch.float32))  # bf16 scores: differences in fp32
 
-    return c.run(step, n, key, combine="cat", desc=desc)
+    return c.run(step, n, *key, combine="cat", desc=desc)
 
 
-def _single_features(c: Call, feats: _windows.Features, lo: int, hi: int, swap) -> tuple[Tensor, ...]:
+def _single_features(c: Call, xs: tuple[Tensor, ...], feats: _windows.Features, lo: int, hi: int, swap) -> tuple[Tensor, ...]:
     """Inputs of items ``lo:hi``, item ``j`` replacing the elements of feature ``j - 1`` (item
     0: none). ``swap(i, idx)`` gives input ``i``'s replacement values at the flat offsets
     ``idx[m, 1|B, E]`` as ``[m, B, E]`` (or, with ``idx=None``, for the whole input)."""
     m = hi - lo
     ids = _items(lo, hi, c) - 1
     out = []
-    for i, x in enumerate(c.xs):
+    for i, x in enumerate(xs):
         if not feats.touches(lo - 1, hi - 1, i):
             out.append(x.unsqueeze(0).expand(m, *x.shape))
             continue
@@ -93,13 +94,13 @@ def _check_samples(samples, least=1):
         raise ValueError(f"samples must be an int >= {least}, got {samples!r}")
 
 
-def _coalitions(c: Call, feats: _windows.Features, bases, n: int, keep: Callable[[Tensor], Tensor], key, desc):
+def _coalitions(c: Call, xs, feats: _windows.Features, bases, n: int, keep: Callable[[Tensor], Tensor], key, desc):
     """Scores ``[n, B, K]`` of coalitions ``keep(items) -> bool [m, F]`` (True: the feature
     keeps its input value; False: it takes the baseline)."""
 
     def build(lo, hi):
         k = keep(_items(lo, hi, c))
-        return tuple(torch.where(feats.present(k, i), x, b) for i, (x, b) in enumerate(zip(c.xs, bases)))
+        return tuple(torch.where(feats.present(k, i), x, b) for i, (x, b) in enumerate(zip(xs, bases)))
 
     return _evaluate(c, n, build, key, desc)
 
@@ -129,10 +130,10 @@ def occlusion(f: Callable, window, stride=None, baseline: Any = 0.0, *, batch_si
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):
-        with torch.no_grad():
-            c = begin(f, x, args, kwargs, opts, grad=False)
+        with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             specs = _windows.check_windows(window, stride, c.xs)
             bases = broadcast_baseline(baseline, c.xs)
+            xs = promote(c.xs, bases)
             plans = [_windows.windows(tuple(x.shape[1:]), w, s, c.device) for x, (w, s) in zip(c.xs, specs)]
             offs = [1 + sum(p.n for p in plans[:i]) for i in range(len(plans))]  # item 0: no window
 
@@ -140,11 +141,11 @@ def occlusion(f: Callable, window, stride=None, baseline: Any = 0.0, *, batch_si
                 return tuple(
                     p.perturb(x, b, lo - o, hi - o) if lo < o + p.n and hi > o
                     else x.unsqueeze(0).expand(hi - lo, *x.shape)
-                    for p, o, x, b in zip(plans, offs, c.xs, bases)
+                    for p, o, x, b in zip(plans, offs, xs, bases)
                 )
 
             n = 1 + sum(p.n for p in plans)
-            s = _evaluate(c, n, build, c.key("occlusion", tuple(specs)), "occlusion")
+            s = _evaluate(c, n, build, ("occlusion", tuple(specs)), "occlusion")
             drops = s[:1] - s[1:]
             return c.out(tuple(p.spread(drops[o - 1 : o - 1 + p.n]) for p, o in zip(plans, offs)))
 
@@ -172,18 +173,18 @@ def feature_ablation(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=
     plans: dict = {}  # mask plans, built once per input shape
 
     def attr_fn(x, *args, **kwargs):
-        with torch.no_grad():
-            c = begin(f, x, args, kwargs, opts, grad=False)
+        with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
+            xs = promote(c.xs, bases)
             feats = _windows.features(mask, c.xs, c.B, cache=plans)
 
             def swap(i, idx):
-                return bases[i] if idx is None else _windows.values_at(bases[i], c.xs[i], idx)
+                return bases[i] if idx is None else _windows.values_at(bases[i], xs[i], idx)
 
             def build(lo, hi):  # item 0 ablates nothing
-                return _single_features(c, feats, lo, hi, swap)
+                return _single_features(c, xs, feats, lo, hi, swap)
 
-            s = _evaluate(c, feats.F + 1, build, c.key("ablation"), "feature ablation")
+            s = _evaluate(c, feats.F + 1, build, ("ablation",), "feature ablation")
             return _per_feature(c, feats, s[:1] - s[1:])
 
     return mark(attr_fn, "feature_ablation")
@@ -215,8 +216,8 @@ def feature_permutation(f: Callable, mask=None, *, batch_size=None, precision=No
     plans: dict = {}  # mask plans, built once per input shape
 
     def attr_fn(x, *args, **kwargs):
-        with torch.no_grad():
-            c = begin(f, x, args, kwargs, opts, grad=False)
+        with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
+            xs = c.xs
             if c.B < 2:
                 raise ValueError(
                     "feature_permutation shuffles each feature across the batch, so x needs at least 2 "
@@ -235,9 +236,9 @@ def feature_permutation(f: Callable, mask=None, *, batch_size=None, precision=No
                     idx = idx.expand(-1, c.B, -1)
                     return x.reshape(c.B, -1)[rows.unsqueeze(2), idx]
 
-                return _single_features(c, feats, lo, hi, swap)
+                return _single_features(c, xs, feats, lo, hi, swap)
 
-            s = _evaluate(c, feats.F + 1, build, c.key("permutation"), "feature permutation")
+            s = _evaluate(c, feats.F + 1, build, ("permutation",), "feature permutation")
             return _per_feature(c, feats, s[:1] - s[1:])
 
     return mark(attr_fn, "feature_permutation")
@@ -263,9 +264,9 @@ def shapley_values(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=No
     plans: dict = {}  # mask plans, built once per input shape
 
     def attr_fn(x, *args, **kwargs):
-        with torch.no_grad():
-            c = begin(f, x, args, kwargs, opts, grad=False)
+        with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
+            xs = promote(c.xs, bases)
             feats = _windows.features(mask, c.xs, c.B, cache=plans)
             F = feats.F
             if F > MAX_EXACT_SHAPLEY_FEATURES:
@@ -284,13 +285,13 @@ def shapley_values(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=No
 
             def step(lo, hi):
                 k = keep(_items(lo, hi, c))
-                pts = tuple(torch.where(feats.present(k, i), x, b) for i, (x, b) in enumerate(zip(c.xs, bases)))
-                v = c.scores(c.fold(pts), hi - lo).double()  # [m, B, K]
+                pts = tuple(torch.where(feats.present(k, i), x, b) for i, (x, b) in enumerate(zip(xs, bases)))
+                v = c.scores(tuple(fold(p) for p in pts), hi - lo).double()  # [m, B, K]
                 size = k.sum(1, keepdim=True)
                 coef = torch.where(k, w[(size - 1).clamp_min(0)], -w[size.clamp_max(F - 1)])  # [m, F]
                 return torch.einsum("mf,mbk->fbk", coef, v)
 
-            phi = c.run(step, 2**F, c.key("shapley"), combine="sum", desc="shapley values")
+            phi = c.run(step, 2**F, "shapley_values", combine="sum", desc="shapley values")
             return _per_feature(c, feats, phi)
 
     return mark(attr_fn, "shapley_values")
@@ -321,9 +322,9 @@ def shapley_sampling(
     plans: dict = {}  # mask plans, built once per input shape
 
     def attr_fn(x, *args, **kwargs):
-        with torch.no_grad():
-            c = begin(f, x, args, kwargs, opts, grad=False)
+        with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
+            xs = promote(c.xs, bases)
             feats = _windows.features(mask, c.xs, c.B, cache=plans)
             F, S = feats.F, samples
             order = _random_orders(S, F, c.device)  # [S, F]
@@ -336,7 +337,7 @@ def shapley_sampling(
                 k = torch.where((items == 0).unsqueeze(1), torch.zeros_like(k), k)
                 return torch.where((items == 1).unsqueeze(1), torch.ones_like(k), k)
 
-            v = _coalitions(c, feats, bases, 2 + S * (F - 1), keep, c.key("shapley"), "shapley sampling")
+            v = _coalitions(c, xs, feats, bases, 2 + S * (F - 1), keep, ("shapley",), "shapley sampling")
             B, K = v.shape[1:]
             chain = torch.cat([v[:1].expand(S, 1, B, K), v[2:].view(S, F - 1, B, K), v[1:2].expand(S, 1, B, K)], 1)
             marg = chain[:, 1:] - chain[:, :-1]  # [S, F, B, K]: contribution of the feature at each position
@@ -384,12 +385,12 @@ def kernel_shap(
     plans: dict = {}  # mask plans, built once per input shape
 
     def attr_fn(x, *args, **kwargs):
-        with torch.no_grad():
-            c = begin(f, x, args, kwargs, opts, grad=False)
+        with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
+            xs = promote(c.xs, bases)
             feats = _windows.features(mask, c.xs, c.B, cache=plans)
             Z = _kernel_coalitions(samples, feats.F, c.device)
-            v = _coalitions(c, feats, bases, samples, lambda items: Z[items], c.key("coalitions"), "kernel shap")
+            v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions",), "kernel shap")
             w = torch.ones(samples, dtype=torch.float64, device=c.device)
             w[:2] = KERNEL_SHAP_ENDPOINT_WEIGHT
             coef = _surrogate.fit(Z, v, w, penalty=None)  # [B, K, F]
@@ -470,12 +471,12 @@ def lime(
     plans: dict = {}  # mask plans, built once per input shape
 
     def attr_fn(x, *args, **kwargs):
-        with torch.no_grad():
-            c = begin(f, x, args, kwargs, opts, grad=False)
+        with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
+            xs = promote(c.xs, bases)
             feats = _windows.features(mask, c.xs, c.B, cache=plans)
             Z = _bernoulli_coalitions(samples, feats.F, c.device)
-            v = _coalitions(c, feats, bases, samples, lambda items: Z[items], c.key("coalitions"), "lime")
+            v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions",), "lime")
             w = _similarities(c, feats, bases, Z, float(kernel_width), distance)
             coef = _surrogate.fit(Z, v, w, penalty=penalty, alpha=float(alpha))
             return _per_feature(c, feats, coef.permute(2, 0, 1))

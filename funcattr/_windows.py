@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _fold
+
 __all__ = ["WindowPlan", "windows", "check_windows", "Features", "features", "spread", "overwrite", "values_at"]
 
 
@@ -303,6 +305,8 @@ def features(mask: Any, xs: tuple[Tensor, ...], B: int, name: str = "mask", cach
         if m.dim() > x.dim():
             raise ValueError(f"{at} of shape {tuple(m.shape)} has more dims than the input of shape {tuple(x.shape)}")
         m = m.reshape(*[1] * (x.dim() - m.dim()), *m.shape)  # Captum: prepend dims
+        if m.shape[0] not in (1, x.shape[0]):  # one mask per example, of a folded batch
+            m = _fold.layout(m, x.shape[0], at)
         try:
             ok = torch.broadcast_shapes(m.shape, x.shape) == x.shape
         except RuntimeError:

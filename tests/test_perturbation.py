@@ -543,8 +543,10 @@ def test_peak_rows_do_not_grow_with_the_number_of_windows():
             fa.occlusion(fa.target(counted, 0), (1, 2, 2), stride=stride)(img)
             peaks[stride] = (max(rows), sum(rows))
     (small_peak, small_total), (big_peak, big_total) = peaks[(1, 2, 2)], peaks[(1, 1, 1)]
-    assert big_total == 2 * (1 + 675) and small_total == 2 * (1 + 192)
-    assert big_peak <= small_peak and big_peak < big_total / 4, peaks
+    # every window once, plus a one-item probe of 2 rows (measured, discarded) on a first call
+    assert big_total == 2 * (1 + 675) + 2 and small_total == 2 * (1 + 192) + 2
+    # balanced chunks of at most the same number of items: the peak differs by at most one item
+    assert big_peak <= small_peak + 2 and big_peak < big_total / 4, peaks
 
 
 def test_no_gradients_are_recorded_and_results_keep_dtype(net, img):
@@ -573,7 +575,7 @@ def test_callable_mask_is_built_from_the_inputs(net, img):
         (lambda f: fa.occlusion(f, (3, 2, 2), stride=(1, 3, 2)), torch.randn(1, 3, 8, 8), ValueError, "stride .* larger than window"),
         (lambda f: fa.occlusion(f, 2), torch.randn(1, 3, 8, 8), TypeError, "window must be a tuple"),
         (lambda f: fa.feature_ablation(f, mask=torch.zeros(1, 1, 7, 8, dtype=torch.long)), torch.randn(1, 3, 8, 8), ValueError, "mask .* does not broadcast"),
-        (lambda f: fa.feature_ablation(f, mask=torch.zeros(2, 1, 8, 8, dtype=torch.long)), torch.randn(3, 3, 8, 8), ValueError, "mask .* does not broadcast"),
+        (lambda f: fa.feature_ablation(f, mask=torch.zeros(2, 1, 8, 8, dtype=torch.long)), torch.randn(3, 3, 8, 8), ValueError, "mask has 2 entries but the batch has 3 examples"),
         (lambda f: fa.feature_ablation(f, mask=torch.zeros(1, 1, 8, 8)), torch.randn(1, 3, 8, 8), TypeError, "mask must hold integer"),
         (lambda f: fa.shapley_values(f, mask=torch.zeros(1, 1, 8, 8, dtype=torch.long) + 1.5), torch.randn(1, 3, 8, 8), TypeError, "integer"),
         (lambda f: fa.feature_permutation(f), torch.randn(1, 3, 8, 8), ValueError, "at least 2 examples"),
