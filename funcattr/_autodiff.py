@@ -135,9 +135,12 @@ def value_and_grad(
     return (*out, leaves[0].detach()) if with_value else out
 
 
-def evaluate(f: Callable, xs: tuple[Tensor, ...], args: tuple = (), kwargs: dict | None = None) -> Tensor:
-    """Scores without gradients, ``[N, K]``."""
-    with torch.no_grad():
+def evaluate(
+    f: Callable, xs: tuple[Tensor, ...], args: tuple = (), kwargs: dict | None = None, *, rules: Callable | None = None
+) -> Tensor:
+    """Scores without gradients, ``[N, K]`` (``rules``: a context for the forward, as in
+    ``value_and_grad``)."""
+    with torch.no_grad(), _rules_ctx(rules, xs):
         return as_scores(f(*xs, *args, **(kwargs or {})), xs[0].shape[0])
 
 

@@ -46,23 +46,24 @@ class Call:
     def tiled(self, rows: int) -> tuple[tuple, dict]:
         return _fold.tile_args(self.args, self.kwargs, rows)
 
-    def grads(self, pts: tuple[Tensor, ...], m: int, inject: Tensor | None = None) -> tuple[Tensor, ...]:
-        """Gradients at ``m`` folded items, ``[m, B, K, ...]`` per input (or for the site)."""
+    def grads(self, pts: tuple[Tensor, ...], m: int, inject: Tensor | None = None, rules=None) -> tuple[Tensor, ...]:
+        """Gradients at ``m`` folded items, ``[m, B, K, ...]`` per input (or for the site).
+        ``rules`` overrides the call's backward rules for this evaluation."""
         a, kw = self.tiled(m * self.B)
-        _, gs = value_and_grad(self.f, pts, a, kw, site=self.site, inject=inject, rules=self.rules)
+        _, gs = value_and_grad(self.f, pts, a, kw, site=self.site, inject=inject, rules=rules or self.rules)
         return tuple(_fold.unfold(g, m) for g in gs)
 
-    def grads_and_value(self, pts: tuple[Tensor, ...], m: int) -> tuple[Tensor, Tensor]:
+    def grads_and_value(self, pts: tuple[Tensor, ...], m: int, rules=None) -> tuple[Tensor, Tensor]:
         """Gradient w.r.t. the site's value, ``[m, B, K, *layer]``, and that value
         ``[m*B, *layer]``, from one forward and one backward."""
         a, kw = self.tiled(m * self.B)
-        _, (g,), value = value_and_grad(self.f, pts, a, kw, site=self.site, rules=self.rules, with_value=True)
+        _, (g,), value = value_and_grad(self.f, pts, a, kw, site=self.site, rules=rules or self.rules, with_value=True)
         return _fold.unfold(g, m), value
 
-    def scores(self, pts: tuple[Tensor, ...], m: int) -> Tensor:
-        """Scores at ``m`` folded items, ``[m, B, K]`` (no grad)."""
+    def scores(self, pts: tuple[Tensor, ...], m: int, rules=None) -> Tensor:
+        """Scores at ``m`` folded items, ``[m, B, K]`` (no grad); ``rules`` as in ``grads``."""
         a, kw = self.tiled(m * self.B)
-        return _fold.unfold(evaluate(self.f, pts, a, kw), m)
+        return _fold.unfold(evaluate(self.f, pts, a, kw, rules=rules), m)
 
     def layer(self, xs: tuple[Tensor, ...]) -> Tensor:
         """The site's value at ``xs`` (a batch of B rows or a folded multiple)."""
