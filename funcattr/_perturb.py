@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from . import _executor, _surrogate, _windows
+from . import _executor, _features, _surrogate, _windows
 from ._call import Call, begin, check_fn, mark
 from ._fold import fold
 from ._inputs import broadcast_baseline, promote
@@ -58,7 +58,7 @@ def _evaluate(c: Call, n: int, build: Callable[[int, int], tuple[Tensor, ...]], 
     return c.run(step, n, *key, combine="cat", desc=desc)
 
 
-def _single_features(c: Call, xs: tuple[Tensor, ...], feats: _windows.Features, lo: int, hi: int, swap) -> tuple[Tensor, ...]:
+def _single_features(c: Call, xs: tuple[Tensor, ...], feats: _features.Features, lo: int, hi: int, swap) -> tuple[Tensor, ...]:
     """Inputs of items ``lo:hi``, item ``j`` replacing the elements of feature ``j - 1`` (item
     0: none). ``swap(i, idx)`` gives input ``i``'s replacement values at the flat offsets
     ``idx[m, 1|B, E]`` as ``[m, B, E]`` (or, with ``idx=None``, for the whole input)."""
@@ -94,7 +94,7 @@ def _check_samples(samples, least=1):
         raise ValueError(f"samples must be an int >= {least}, got {samples!r}")
 
 
-def _coalitions(c: Call, xs, feats: _windows.Features, bases, n: int, keep: Callable[[Tensor], Tensor], key, desc):
+def _coalitions(c: Call, xs, feats: _features.Features, bases, n: int, keep: Callable[[Tensor], Tensor], key, desc):
     """Scores ``[n, B, K]`` of coalitions ``keep(items) -> bool [m, F]`` (True: the feature
     keeps its input value; False: it takes the baseline)."""
 
@@ -105,10 +105,10 @@ def _coalitions(c: Call, xs, feats: _windows.Features, bases, n: int, keep: Call
     return _evaluate(c, n, build, key, desc)
 
 
-def _per_feature(c: Call, feats: _windows.Features, values: Tensor):
+def _per_feature(c: Call, feats: _features.Features, values: Tensor):
     """``values[F, B, K]`` → attributions shaped like the inputs (each element gets its feature's)."""
     vals = values.permute(1, 2, 0)
-    return c.out(tuple(_windows.spread(vals, feats, i, x.shape) for i, x in enumerate(c.xs)))
+    return c.out(tuple(_features.spread(vals, feats, i, x.shape) for i, x in enumerate(c.xs)))
 
 
 # --------------------------------------------------------------------------- occlusion
@@ -176,7 +176,7 @@ def feature_ablation(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=
         with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
-            feats = _windows.features(mask, c.xs, c.B, cache=plans)
+            feats = _features.features(mask, c.xs, c.B, cache=plans)
 
             def swap(i, idx):
                 return bases[i] if idx is None else _windows.values_at(bases[i], xs[i], idx)
@@ -223,7 +223,7 @@ def feature_permutation(f: Callable, mask=None, *, batch_size=None, precision=No
                     "feature_permutation shuffles each feature across the batch, so x needs at least 2 "
                     f"examples; got a batch of {c.B}"
                 )
-            feats = _windows.features(mask, c.xs, c.B, cache=plans)
+            feats = _features.features(mask, c.xs, c.B, cache=plans)
             perms = _permutations(feats.F, c.B, c.device)
 
             def build(lo, hi):
@@ -267,7 +267,7 @@ def shapley_values(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=No
         with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
-            feats = _windows.features(mask, c.xs, c.B, cache=plans)
+            feats = _features.features(mask, c.xs, c.B, cache=plans)
             F = feats.F
             if F > MAX_EXACT_SHAPLEY_FEATURES:
                 raise ValueError(
@@ -325,7 +325,7 @@ def shapley_sampling(
         with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
-            feats = _windows.features(mask, c.xs, c.B, cache=plans)
+            feats = _features.features(mask, c.xs, c.B, cache=plans)
             F, S = feats.F, samples
             order = _random_orders(S, F, c.device)  # [S, F]
             rank = order.argsort(1)  # position of each feature in each ordering
@@ -388,7 +388,7 @@ def kernel_shap(
         with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
-            feats = _windows.features(mask, c.xs, c.B, cache=plans)
+            feats = _features.features(mask, c.xs, c.B, cache=plans)
             Z = _kernel_coalitions(samples, feats.F, c.device)
             v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions",), "kernel shap")
             w = torch.ones(samples, dtype=torch.float64, device=c.device)
@@ -407,7 +407,7 @@ def _bernoulli_coalitions(n: int, F: int, device: torch.device) -> Tensor:
 DISTANCES = ("cosine", "euclidean")
 
 
-def _similarities(c: Call, feats: _windows.Features, bases, Z: Tensor, kernel_width: float, distance: str) -> Tensor:
+def _similarities(c: Call, feats: _features.Features, bases, Z: Tensor, kernel_width: float, distance: str) -> Tensor:
     """LIME's weights ``exp(−d(x, x_z)² / (2 width²))`` per coalition and example, ``[n, B]``.
 
     Every perturbed input is ``x`` on kept features and the baseline elsewhere, so the dot
@@ -474,7 +474,7 @@ def lime(
         with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
-            feats = _windows.features(mask, c.xs, c.B, cache=plans)
+            feats = _features.features(mask, c.xs, c.B, cache=plans)
             Z = _bernoulli_coalitions(samples, feats.F, c.device)
             v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions",), "lime")
             w = _similarities(c, feats, bases, Z, float(kernel_width), distance)

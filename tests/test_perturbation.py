@@ -424,9 +424,9 @@ def test_very_unequal_features_take_the_mask_path(monkeypatch):
     x, b = torch.randn(3, 1, 64, 64), -0.5
     mask = torch.zeros(1, 1, 64, 64, dtype=torch.long)
     mask[..., 0, :] = torch.arange(1, 65)  # 64 singletons + a 4032-pixel background
-    from funcattr import _windows
+    from funcattr import _features
 
-    assert _windows.features(mask, (x,), 3).table(0, x.shape) is None
+    assert _features.features(mask, (x,), 3).table(0, x.shape) is None
     contrib = w * (x - b)
     ref = torch.where(mask == 0, contrib.masked_fill(mask != 0, 0).sum((2, 3), keepdim=True), contrib)
     close(fa.feature_ablation(fa.target(m, 0), mask=mask, baseline=b)(x), ref, atol=1e-4)
