@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from . import _executor, _fold, _quadrature
+from . import _executor, _fold, _quadrature, _random
 from ._call import Call, attributions_of, begin, check_attr_fn, check_fn, mark
 from ._inputs import as_tuple, broadcast_baseline, check_finite, check_inputs, restore
 
@@ -270,27 +270,6 @@ def _stdevs(stdev, n: int) -> tuple[float, ...]:
     return tuple(float(s) for s in st)
 
 
-def _check_generator(generator) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-
-
-def _noise(x: Tensor, s: float, shape: tuple, generator) -> Tensor:
-    """``N(0, s²)`` noise of ``shape`` in ``x``'s dtype and device, drawn from ``generator``
-    (on its own device, then moved, so a CPU generator serves a CUDA input)."""
-    dev = generator.device if generator is not None else x.device
-    return s * torch.randn(shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
-
-
-def _draw(shape: tuple, generator, device, kind="rand", high: int = 0) -> Tensor:
-    dev = generator.device if generator is not None else device
-    if kind == "rand":
-        t = torch.rand(shape, generator=generator, device=dev)
-    else:
-        t = torch.randint(high, shape, generator=generator, device=dev)
-    return t.to(device)
-
-
 def _noise_float(xs: tuple[Tensor, ...], st: tuple[float, ...], what: str) -> None:
     for i, (x, s) in enumerate(zip(xs, st)):
         if s > 0 and not x.is_floating_point():
@@ -353,7 +332,7 @@ def gradient_shap(
     """
     check_fn(f)
     _check_samples(samples)
-    _check_generator(generator)
+    _random.check_generator(generator)
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):
@@ -363,10 +342,10 @@ def gradient_shap(
             _noise_float(c.xs, st, "gradient_shap")
             S, B, dev = samples, c.B, c.device
             # one draw for the whole call: baseline ids, α and noise, sample-major [S, B, ...]
-            idx = _draw((S, B), generator, dev, "int", dist[0].shape[0])
-            alpha = _draw((S, B), generator, dev)
+            idx = _random.randint(dist[0].shape[0], (S, B), generator, dev)
+            alpha = _random.rand((S, B), generator, dev)
             noisy = tuple(
-                x.unsqueeze(0) + _noise(x, s, (S, *x.shape), generator) if s > 0 else x.unsqueeze(0).expand(S, *x.shape)
+                x.unsqueeze(0) + s * _random.randn((S, *x.shape), generator, dev, x.dtype) if s > 0 else x.unsqueeze(0).expand(S, *x.shape)
                 for x, s in zip(c.xs, st)
             )
             base = tuple(d[idx] for d in dist)  # [S, B, ...]
@@ -448,7 +427,7 @@ def noise_tunnel(
     """
     check_attr_fn(attr_fn, "noise_tunnel")
     _check_samples(samples)
-    _check_generator(generator)
+    _random.check_generator(generator)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     with_delta = getattr(attr_fn, "returns_delta", False)
@@ -461,7 +440,7 @@ def noise_tunnel(
         S = samples
         with _fold.examples(xs, args, kwargs):
             noisy = tuple(  # sample-major: rows s*B .. s*B + B - 1 are sample s
-                _fold.tile(x, S) + _noise(x, s, (S * B, *x.shape[1:]), generator) if s > 0 else _fold.tile(x, S)
+                _fold.tile(x, S) + s * _random.randn((S * B, *x.shape[1:]), generator, x.device, x.dtype) if s > 0 else _fold.tile(x, S)
                 for x, s in zip(xs, st)
             )
             shape: dict = {}

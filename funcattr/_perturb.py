@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from . import _executor, _features, _surrogate, _windows
+from . import _executor, _features, _random, _surrogate, _windows
 from ._call import Call, begin, check_fn, mark
 from ._fold import fold
 from ._inputs import broadcast_baseline, promote
@@ -190,18 +190,18 @@ def feature_ablation(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=
     return mark(attr_fn, "feature_ablation")
 
 
-def _permutations(F: int, B: int, device: torch.device) -> Tensor:
+def _permutations(F: int, B: int, device: torch.device, generator) -> Tensor:
     """One random shuffle of the batch per feature, ``[F, B]``, none of them the identity."""
-    perms = torch.rand(F, B, device=device).argsort(1)
+    perms = _random.rand((F, B), generator, device).argsort(1)
     ident = torch.arange(B, device=device)
     while True:
         same = (perms == ident).all(1)
         if not bool(same.any()):
             return perms
-        perms[same] = torch.rand(int(same.sum()), B, device=device).argsort(1)
+        perms[same] = _random.rand((int(same.sum()), B), generator, device).argsort(1)
 
 
-def feature_permutation(f: Callable, mask=None, *, batch_size=None, precision=None, progress=None):
+def feature_permutation(f: Callable, mask=None, *, generator=None, batch_size=None, precision=None, progress=None):
     """Permutation feature importance (Captum's ``FeaturePermutation``): each feature is
     shuffled across the batch (a random non-identity permutation per feature) and its elements
     get ``f(x) − f(x with the feature shuffled)`` per example::
@@ -212,6 +212,7 @@ def feature_permutation(f: Callable, mask=None, *, batch_size=None, precision=No
     shuffled with one permutation in all of them (Captum draws one per tensor).
     """
     check_fn(f)
+    _random.check_generator(generator)
     opts = _executor.resolve(batch_size, precision, progress)
     plans: dict = {}  # mask plans, built once per input shape
 
@@ -224,7 +225,7 @@ def feature_permutation(f: Callable, mask=None, *, batch_size=None, precision=No
                     f"examples; got a batch of {c.B}"
                 )
             feats = _features.features(mask, c.xs, c.B, cache=plans)
-            perms = _permutations(feats.F, c.B, c.device)
+            perms = _permutations(feats.F, c.B, c.device, generator)
 
             def build(lo, hi):
                 rows = perms[(_items(lo, hi, c) - 1).clamp_min(0)]  # [m, B]: each item's shuffle
@@ -301,13 +302,13 @@ def _count(n: int) -> str:
     return f"{n:,}" if n < 10**12 else f"about 1e{len(str(n)) - 1}"
 
 
-def _random_orders(samples: int, F: int, device: torch.device) -> Tensor:
+def _random_orders(samples: int, F: int, device: torch.device, generator) -> Tensor:
     """``samples`` random orderings of the features, ``[samples, F]`` (row s: feature at each position)."""
-    return torch.rand(samples, F, device=device).argsort(1)
+    return _random.rand((samples, F), generator, device).argsort(1)
 
 
 def shapley_sampling(
-    f: Callable, mask=None, baseline: Any = 0.0, samples: int = 25, *, batch_size=None, precision=None, progress=None
+    f: Callable, mask=None, baseline: Any = 0.0, samples: int = 25, *, generator=None, batch_size=None, precision=None, progress=None
 ):
     """Shapley value sampling (Captum's ``ShapleyValueSampling``; Castro et al. 2009): the
     marginal contributions along ``samples`` random orderings of the features, averaged. Each
@@ -317,6 +318,7 @@ def shapley_sampling(
         fa.shapley_sampling(f, mask=superpixels, samples=25)(x)     # [B, ...] -> [B, ...]
     """
     check_fn(f)
+    _random.check_generator(generator)
     _check_samples(samples)
     opts = _executor.resolve(batch_size, precision, progress)
     plans: dict = {}  # mask plans, built once per input shape
@@ -327,7 +329,7 @@ def shapley_sampling(
             xs = promote(c.xs, bases)
             feats = _features.features(mask, c.xs, c.B, cache=plans)
             F, S = feats.F, samples
-            order = _random_orders(S, F, c.device)  # [S, F]
+            order = _random_orders(S, F, c.device, generator)  # [S, F]
             rank = order.argsort(1)  # position of each feature in each ordering
 
             def keep(items):  # item 0: empty, 1: full, 2 + s*(F-1) + (t-1): first t of ordering s
@@ -350,7 +352,7 @@ def shapley_sampling(
 # --------------------------------------------------------------------------- surrogates
 
 
-def _kernel_coalitions(n: int, F: int, device: torch.device) -> Tensor:
+def _kernel_coalitions(n: int, F: int, device: torch.device, generator) -> Tensor:
     """Captum's KernelSHAP sampling: the full and the empty coalition, then sizes ``k`` drawn
     with ``p(k) ∝ (F−1) / (k (F−k))`` and a uniform subset of that size. ``[n, F]`` bool."""
     z = torch.zeros(n, F, dtype=torch.bool, device=device)
@@ -358,16 +360,16 @@ def _kernel_coalitions(n: int, F: int, device: torch.device) -> Tensor:
     if n > 2:
         if F > 1:
             k = torch.arange(1, F, dtype=torch.float64)
-            size = torch.multinomial((F - 1) / (k * (F - k)), n - 2, replacement=True).to(device) + 1
-            rank = torch.rand(n - 2, F, device=device).argsort(1).argsort(1)
+            size = _random.multinomial((F - 1) / (k * (F - k)), n - 2, generator, device) + 1
+            rank = _random.rand((n - 2, F), generator, device).argsort(1).argsort(1)
             z[2:] = rank < size.unsqueeze(1)
         else:
-            z[2:] = torch.rand(n - 2, 1, device=device) < 0.5
+            z[2:] = _random.rand((n - 2, 1), generator, device) < 0.5
     return z
 
 
 def kernel_shap(
-    f: Callable, mask=None, baseline: Any = 0.0, samples: int = 25, *, batch_size=None, precision=None, progress=None
+    f: Callable, mask=None, baseline: Any = 0.0, samples: int = 25, *, generator=None, batch_size=None, precision=None, progress=None
 ):
     """KernelSHAP (Lundberg & Lee 2017) as Captum's ``KernelShap``: ``samples`` coalitions —
     the full and the empty one (weight 1e6, standing in for ∞), then coalition sizes drawn from
@@ -380,6 +382,7 @@ def kernel_shap(
     The coalitions are shared by the examples of a batch (Captum draws them per example).
     """
     check_fn(f)
+    _random.check_generator(generator)
     _check_samples(samples, least=2)
     opts = _executor.resolve(batch_size, precision, progress)
     plans: dict = {}  # mask plans, built once per input shape
@@ -389,7 +392,7 @@ def kernel_shap(
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
             feats = _features.features(mask, c.xs, c.B, cache=plans)
-            Z = _kernel_coalitions(samples, feats.F, c.device)
+            Z = _kernel_coalitions(samples, feats.F, c.device, generator)
             v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions",), "kernel shap")
             w = torch.ones(samples, dtype=torch.float64, device=c.device)
             w[:2] = KERNEL_SHAP_ENDPOINT_WEIGHT
@@ -399,9 +402,9 @@ def kernel_shap(
     return mark(attr_fn, "kernel_shap")
 
 
-def _bernoulli_coalitions(n: int, F: int, device: torch.device) -> Tensor:
+def _bernoulli_coalitions(n: int, F: int, device: torch.device, generator) -> Tensor:
     """LIME's sampling: each feature kept with probability ½, ``[n, F]`` bool."""
-    return torch.rand(n, F, device=device) < 0.5
+    return _random.rand((n, F), generator, device) < 0.5
 
 
 DISTANCES = ("cosine", "euclidean")
@@ -443,6 +446,7 @@ def lime(
     *,
     penalty: str | None = "l1",
     distance: str = "cosine",
+    generator=None,
     batch_size=None,
     precision=None,
     progress=None,
@@ -458,6 +462,7 @@ def lime(
         fa.lime(f, mask=superpixels, samples=200)(x)    # [B, ...] -> [B, ...] (coefficients)
     """
     check_fn(f)
+    _random.check_generator(generator)
     _check_samples(samples)
     if not isinstance(kernel_width, (int, float)) or isinstance(kernel_width, bool) or kernel_width <= 0:
         raise ValueError(f"kernel_width must be a positive number, got {kernel_width!r}")
@@ -475,7 +480,7 @@ def lime(
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
             feats = _features.features(mask, c.xs, c.B, cache=plans)
-            Z = _bernoulli_coalitions(samples, feats.F, c.device)
+            Z = _bernoulli_coalitions(samples, feats.F, c.device, generator)
             v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions",), "lime")
             w = _similarities(c, feats, bases, Z, float(kernel_width), distance)
             coef = _surrogate.fit(Z, v, w, penalty=penalty, alpha=float(alpha))
