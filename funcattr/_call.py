@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_map
 
 from . import _executor, _fold
 from ._autodiff import evaluate, site_value, value_and_grad
@@ -122,8 +123,19 @@ def begin(f, x, args, kwargs, opts, *, grad: bool, wrt=None, rules=None, rules_k
     xs, is_tuple = as_tuple(x, name)
     site = site_of(wrt)
     check_inputs(xs, grad=grad and site is None, name=name)
-    with _fold.examples(xs, args, kwargs), guard(f):
+    with contextlib.ExitStack() as stack:
+        if torch.is_inference_mode_enabled():  # the call runs as under no_grad: autograd may record
+            stack.enter_context(torch.inference_mode(False))
+            xs, args, kwargs = _ordinary((xs, args, kwargs))
+        stack.enter_context(_fold.examples(xs, args, kwargs))
+        stack.enter_context(guard(f))
         yield Call(f, xs, is_tuple, args, kwargs, opts, site=site, rules=rules, rules_key=rules_key)
+
+
+def _ordinary(tree):
+    """Tensors made under ``torch.inference_mode()`` as ordinary copies (autograd can save
+    those); everything else as it is."""
+    return tree_map(lambda t: t.clone() if isinstance(t, Tensor) and t.is_inference() else t, tree)
 
 
 def check_fn(f: Callable, name: str = "f") -> None:
@@ -162,14 +174,21 @@ def check_attr_fn(attr_fn: Any, what: str) -> None:
         )
 
 
-def attributions_of(res: Any, xs: tuple[Tensor, ...], what: str) -> tuple[tuple[Tensor, ...], bool]:
-    """An attribution function's result checked against its inputs: one tensor per input,
-    shaped like it (or ``[N, K, ...]``)."""
+def attributions_of(res: Any, xs: tuple[Tensor, ...], what: str, attr_fn: Any = None) -> tuple[tuple[Tensor, ...], bool]:
+    """An attribution function's result checked against its inputs: one tensor per input
+    shaped like it (or ``[N, K, ...]``), or a layer's map (one row per input row; from a
+    funcattr method, or with spatial dims). Scores ``[N]`` and logits ``[N, C]`` are refused:
+    they mean a model or a score function was passed where a method belongs."""
     parts, is_tuple = as_tuple(res, "attributions")
-    if len(parts) != len(xs) or not all(
+    rows = xs[0].shape[0]
+    like_inputs = len(parts) == len(xs) and all(
         p.shape == x.shape or (p.dim() == x.dim() + 1 and p.shape[0] == x.shape[0] and p.shape[2:] == x.shape[1:])
         for p, x in zip(parts, xs)
-    ):
+    )
+    layer_map = all(p.dim() > 0 and p.shape[0] == rows for p in parts) and (
+        getattr(attr_fn, "is_attribution", False) or all(p.dim() > 2 for p in parts)
+    )
+    if not (like_inputs or layer_map):
         raise TypeError(
             f"{what}: the attribution function returned {[tuple(p.shape) for p in parts]} for inputs of shape "
             f"{[tuple(x.shape) for x in xs]}; it must return attributions shaped like its inputs (did you pass a model "

@@ -103,8 +103,8 @@ def features(mask: Any, xs: tuple[Tensor, ...], B: int, name: str = "mask", cach
         cache = None
     if mask is None:
         return _default_ids(tuple(tuple(x.shape[1:]) for x in xs), xs[0].device)
-    if cache is not None:
-        parts = mask if isinstance(mask, (tuple, list)) else (mask,)
+    parts = mask if isinstance(mask, (tuple, list)) else (mask,)
+    if cache is not None and not any(isinstance(m, Tensor) and m.is_inference() for m in parts):  # no version counter
         key = (
             tuple(x.shape for x in xs),
             xs[0].device,

@@ -451,7 +451,7 @@ def noise_tunnel(
                 res = attr_fn(restore(chunk, is_tuple), *args, **kwargs)
                 if with_delta:
                     res, d = res
-                parts, shape["tuple"] = attributions_of(res, chunk, "noise_tunnel")
+                parts, shape["tuple"] = attributions_of(res, chunk, "noise_tunnel", attr_fn)
                 out = tuple(_fold.unfold(r, m) for r in parts)
                 return out + ((_fold.unfold(d, m),) if with_delta else ())
 
