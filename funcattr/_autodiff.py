@@ -25,10 +25,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ._scores import as_scores
+from ._scores import as_scores, batch_value
 from ._sites import Site, capture, read
 
-__all__ = ["traced", "value_and_grad", "evaluate", "grads", "site_value"]
+__all__ = ["traced", "value_and_grad", "evaluate", "evaluate_batches", "grads", "site_value"]
 
 
 @contextlib.contextmanager
@@ -142,6 +142,27 @@ def evaluate(
     ``value_and_grad``)."""
     with torch.no_grad(), _rules_ctx(rules, xs):
         return as_scores(f(*xs, *args, **(kwargs or {})), xs[0].shape[0])
+
+
+def evaluate_batches(f: Callable, pts: tuple[Tensor, ...], args: tuple = (), kwargs: dict | None = None) -> Tensor:
+    """Values of a function giving one value per batch (a dataset-level loss) at ``m``
+    perturbed batches ``pts[i]: [m, B, ...]`` → ``[m]``: vectorized with ``torch.func.vmap``
+    over the items, or one item at a time when ``f`` cannot be vmapped (a Python number,
+    data-dependent control flow). Arguments are the batch's, untouched."""
+    kwargs = kwargs or {}
+    rows = pts[0].shape[1]
+
+    def one(*p):
+        v = batch_value(f(*p, *args, **kwargs), rows)
+        if v is None:
+            raise ValueError("the function to explain gave one value for the batch on the unperturbed input but not here")
+        return v
+
+    with torch.no_grad():
+        try:
+            return torch.func.vmap(one)(*pts)
+        except Exception:  # noqa: BLE001 - not vmappable: evaluate the items one by one
+            return torch.stack([torch.as_tensor(one(*(p[j] for p in pts)), device=pts[0].device) for j in range(pts[0].shape[0])])
 
 
 def site_value(f: Callable, site: Site, xs: tuple[Tensor, ...], args: tuple = (), kwargs: dict | None = None) -> Tensor:

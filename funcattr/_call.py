@@ -18,9 +18,9 @@ from torch import Tensor
 from torch.utils._pytree import tree_map
 
 from . import _executor, _fold
-from ._autodiff import evaluate, site_value, value_and_grad
+from ._autodiff import evaluate, evaluate_batches, site_value, value_and_grad
 from ._inputs import as_tuple, check_inputs, restore
-from ._scores import k_form, prepare
+from ._scores import batch_value, gives_rows, k_form, prepare
 from ._sites import Site, guard, site_of
 
 __all__ = ["Call", "begin", "check_fn", "mark", "check_attr_fn", "attributions_of"]
@@ -65,6 +65,20 @@ class Call:
         """Scores at ``m`` folded items, ``[m, B, K]`` (no grad); ``rules`` as in ``grads``."""
         a, kw = self.tiled(m * self.B)
         return _fold.unfold(evaluate(self.f, pts, a, kw, rules=rules), m)
+
+    def scores_or_value(self, pts: tuple[Tensor, ...]) -> tuple[Tensor, bool]:
+        """Scores of one item (``B`` rows), ``[1, B, K]``, or — when ``f`` gives one value for
+        the whole batch — that value as ``[1, 1, 1]``; and whether it was the latter."""
+        if not gives_rows(self.f, self.kwargs):
+            with torch.no_grad():
+                v = batch_value(self.f(*pts, *self.args, **self.kwargs), pts[0].shape[0])
+            if v is not None:
+                return v.view(1, 1, 1), True
+        return self.scores(pts, 1), False
+
+    def batch_values(self, pts: tuple[Tensor, ...]) -> Tensor:
+        """Values of a one-value-per-batch ``f`` at ``m`` perturbed batches ``[m, B, ...]`` → ``[m, 1, 1]``."""
+        return evaluate_batches(self.f, pts, self.args, self.kwargs).view(-1, 1, 1)
 
     def layer(self, xs: tuple[Tensor, ...]) -> Tensor:
         """The site's value at ``xs`` (a batch of B rows or a folded multiple)."""
