@@ -10,6 +10,10 @@ drawing), the API round trip seen by the browser (Resource Timing), the attribut
 the server, and the hardware limit: the model's plain forward+backward over the same
 4 × 50 path points as one batch, timed in this process. Each fetch shows the next four examples
 (their predictions are computed during the fetch too).
+
+Then, in this process without the browser, the same pages as one batched call (``fetch`` of
+four) against one example at a time (four ``fetch`` calls of one, the way Captum Insights
+evaluated its examples "until we have batch label support").
 """
 
 from __future__ import annotations
@@ -33,6 +37,25 @@ def limit_seconds(model, x, steps: int, repeat: int) -> float:
         model(p)[:, 0].sum().backward()
         times.append(time.perf_counter() - t0)
     return statistics.median(times[1:])
+
+
+def batched_vs_one_at_a_time(ex, count: int, steps: int, scores: bool, repeat: int, offset: int):
+    """Median seconds for a page of ``count`` examples in one ``fetch`` and one example per ``fetch``."""
+    args = {"steps": steps}
+    page, single = [], []
+    for r in range(repeat + 1):  # the first round warms up
+        o = offset + r * count
+        t0 = time.perf_counter()
+        got = ex.fetch(method="integrated_gradients", args=args, count=count, offset=o, scores=scores)
+        t1 = time.perf_counter()
+        for k in range(count):
+            ex.fetch(method="integrated_gradients", args=args, count=1, offset=o + k, scores=scores)
+        t2 = time.perf_counter()
+        assert len(got["examples"]) == count and got["calls"] == 1
+        if r:
+            page.append(t1 - t0)
+            single.append(t2 - t1)
+    return statistics.median(page), statistics.median(single)
 
 
 def main(argv=None) -> None:
@@ -88,6 +111,7 @@ def main(argv=None) -> None:
     finally:
         d.quit()
         ex.stop()
+    page, single = batched_vs_one_at_a_time(ex, a.count, a.steps, not a.no_scores, a.repeat, offset=a.count * (a.repeat + 2))
     limit = limit_seconds(model, x[: a.count], a.steps, a.repeat)
 
     med = statistics.median
@@ -99,6 +123,8 @@ def main(argv=None) -> None:
     print("|---|---|---|---|---|")
     print(f"| {med(drawn):.3f} s ({min(drawn):.3f}) | {med(trip):.3f} s ({min(trip):.3f}) | {med(server):.3f} s ({min(server):.3f}) "
           f"| {limit:.3f} s | {first:.3f} s |")
+    print(f"\nIn the server, without the browser: a page of {a.count} in one batched call {page:.3f} s; "
+          f"the same examples one at a time (as Captum Insights) {single:.3f} s ({single / page:.1f}x).")
     print(f"\nRequests: {on_load} to open the page (the document, app.js, style.css, api/init; nothing from elsewhere), "
           f"{per_fetch} per Fetch (api/fetch: every example, model and class of the page in one batched call).")
 
