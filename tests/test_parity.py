@@ -163,3 +163,34 @@ def test_per_example_coalitions_refusals():
     with pytest.raises(ValueError, match="f gives one value for the whole batch; use coalitions='shared'"):
         fa.kernel_shap(f, samples=10, coalitions="per_example")(torch.randn(3, 4))
     assert fa.kernel_shap(f, samples=10)(torch.randn(3, 4)).shape == (1, 4)
+
+
+# ---------------------------------------------------------------- 5. several outputs per example, no target
+
+
+def test_raw_outputs_of_k_scores_give_k_maps_per_example():
+    """A forward giving [B, K] and no target: K maps per example, [B, K, ...]. Captum's perturbation
+    methods give the same numbers with the output flattened, [B·K, ...] (ShapleyValues: [B, K, ...])."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    x = torch.randn(2, 4)
+    abl, occ, shap = fa.feature_ablation(m)(x), fa.occlusion(m, window=(2,))(x), fa.shapley_values(m)(x)
+    assert abl.shape == occ.shape == shap.shape == (2, 3, 4)
+    torch.testing.assert_close(abl.reshape(6, 4), FeatureAblation(m).attribute(x))
+    torch.testing.assert_close(occ.reshape(6, 4), Occlusion(m).attribute(x, sliding_window_shapes=(2,)))
+    from captum.attr import ShapleyValues
+
+    torch.testing.assert_close(shap, ShapleyValues(m).attribute(x))
+    for k in range(3):  # twin: one target at a time
+        torch.testing.assert_close(abl[:, k], fa.feature_ablation(fa.target(m, k))(x))
+        torch.testing.assert_close(fa.saliency(m)(x)[:, k], fa.saliency(fa.target(m, k))(x))
+    lin = nn.Linear(4, 3)  # axiom: ablating x_j to 0 drops output k by W[k, j] x_j
+    torch.testing.assert_close(fa.feature_ablation(lin)(x), lin.weight.unsqueeze(0) * x.unsqueeze(1))
+
+
+def test_outputs_of_more_than_two_dims_are_refused_pointing_at_target_and_outputs():
+    """Captum flattens a [B, 2, 4] output into 16 'outputs' mixing examples; we refuse and say how to pick."""
+    x = torch.randn(2, 4)
+    for method in (fa.feature_ablation(lambda x: torch.stack([x, 2 * x], 1)), fa.saliency(lambda x: torch.stack([x, 2 * x], 1))):
+        with pytest.raises(ValueError, match=r"returned shape \(2, 2, 4\).*fa.target\(model, target\) or fa.outputs"):
+            method(x)
