@@ -57,8 +57,8 @@ def _evaluate(c: Call, n: int, build: Callable[[int, int], tuple[Tensor, ...]], 
     one perturbation of the whole batch, and the scores are ``[n, 1, 1]`` — the attributions
     have batch dim 1, Captum's shape."""
 
-    def f32(s):
-        return s.to(torch.promote_types(s.dtype, torch.float32))  # bf16 scores: differences in fp32
+    def f32(s):  # bf16 scores: differences in fp32; integer scores stay integers (exact, Captum's dtype)
+        return s.to(torch.promote_types(s.dtype, torch.float32)) if s.is_floating_point() else s
 
     lo, first = 0, None
     if not gives_rows(c.f, c.kwargs):
@@ -314,7 +314,8 @@ def shapley_values(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=No
             k = keep(_items(0, 2**F, c))
             size = k.sum(1, keepdim=True)
             coef = torch.where(k, w[(size - 1).clamp_min(0)], -w[size.clamp_max(F - 1)])  # [2**F, F]
-            return _per_feature(c, feats, torch.einsum("mf,mbk->fbk", coef, v.double()))
+            phi = torch.einsum("mf,mbk->fbk", coef, v.double())  # in float64, returned in the scores' float dtype
+            return _per_feature(c, feats, phi.to(v.dtype if v.is_floating_point() else torch.float32))
 
     return mark(attr_fn, "shapley_values")
 
@@ -364,6 +365,7 @@ def shapley_sampling(
             B, K = v.shape[1:]
             chain = torch.cat([v[:1].expand(S, 1, B, K), v[2:].view(S, F - 1, B, K), v[1:2].expand(S, 1, B, K)], 1)
             marg = chain[:, 1:] - chain[:, :-1]  # [S, F, B, K]: contribution of the feature at each position
+            marg = marg if marg.is_floating_point() else marg.float()  # integer scores: a float mean, as Captum
             phi = marg.gather(1, rank.view(S, F, 1, 1).expand(S, F, B, K)).mean(0)
             return _per_feature(c, feats, phi)
 

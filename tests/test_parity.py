@@ -194,3 +194,36 @@ def test_outputs_of_more_than_two_dims_are_refused_pointing_at_target_and_output
     for method in (fa.feature_ablation(lambda x: torch.stack([x, 2 * x], 1)), fa.saliency(lambda x: torch.stack([x, 2 * x], 1))):
         with pytest.raises(ValueError, match=r"returned shape \(2, 2, 4\).*fa.target\(model, target\) or fa.outputs"):
             method(x)
+
+
+# ---------------------------------------------------------------- 8. integer models
+
+
+def test_integer_models_keep_captums_output_dtype():
+    """Ablation and permutation of an int → int model are exact integer differences (int64, as
+    Captum); averaging methods give float32 (as Captum). A fractional baseline on integer inputs
+    promotes (Captum refuses in ablation/occlusion and silently truncates 0.5 → 0 in the Shapley
+    methods: we deliberately differ, see test_trust)."""
+    from captum.attr import FeaturePermutation, ShapleyValues, ShapleyValueSampling
+
+    x = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    w = torch.tensor([1, 2, 3])
+    f = lambda x: (x * w).sum(1)  # noqa: E731
+    cases = [
+        (fa.feature_ablation(f), FeatureAblation(f).attribute(x)),
+        (fa.feature_permutation(f, generator=torch.Generator().manual_seed(0)), None),
+        (fa.occlusion(f, window=(2,)), Occlusion(f).attribute(x, sliding_window_shapes=(2,))),
+        (fa.shapley_values(f), ShapleyValues(f).attribute(x)),
+        (fa.shapley_sampling(f, samples=4), ShapleyValueSampling(f).attribute(x, n_samples=4)),
+    ]
+    for ours, theirs in cases:
+        a = ours(x)
+        if theirs is not None:
+            assert a.dtype == theirs.dtype, ours.__name__
+            torch.testing.assert_close(a, theirs)
+    assert fa.feature_permutation(f)(x).dtype == FeaturePermutation(f).attribute(x).dtype == torch.int64
+    # twin and axiom: the int result is exactly w·x (ablation to 0 of a linear model)
+    assert torch.equal(fa.feature_ablation(f)(x), w * x)
+    assert torch.equal(fa.feature_ablation(lambda x: f(x).sum())(x), (w * x).sum(0, keepdim=True))
+    half = fa.feature_ablation(f, baseline=0.5)(x)
+    assert half.dtype == torch.float32 and torch.equal(half, (w * (x - 0.5)).float())
