@@ -227,3 +227,149 @@ def test_integer_models_keep_captums_output_dtype():
     assert torch.equal(fa.feature_ablation(lambda x: f(x).sum())(x), (w * x).sum(0, keepdim=True))
     half = fa.feature_ablation(f, baseline=0.5)(x)
     assert half.dtype == torch.float32 and torch.equal(half, (w * (x - 0.5)).float())
+
+
+# ---------------------------------------------------------------- 1. one value for the whole batch
+
+
+def _loss_setup():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2))
+    return net, torch.randn(5, 4), torch.randn(5, 2)
+
+
+@pytest.mark.parametrize("form", ["tensor0d", "tensor1", "float"])
+def test_a_dataset_level_loss_is_attributed_as_captum_does(form):
+    """Each perturbation ablates a feature in every example at once and gives one number: the
+    attributions have batch dim 1 (Captum's aggregate mode)."""
+    net, X, Y = _loss_setup()
+    mse = torch.nn.functional.mse_loss
+    loss = {
+        "tensor0d": lambda x, y: mse(net(x), y),
+        "tensor1": lambda x, y: mse(net(x), y).reshape(1),
+        "float": lambda x, y: float(mse(net(x), y)),
+    }[form]
+    ours = fa.feature_ablation(loss)(X, Y)
+    assert ours.shape == (1, 4)
+    if form != "float":  # Captum needs a tensor
+        torch.testing.assert_close(ours, FeatureAblation(loss).attribute(X, additional_forward_args=(Y,)))
+        torch.testing.assert_close(
+            fa.occlusion(loss, window=(2,))(X, Y),
+            Occlusion(loss).attribute(X, sliding_window_shapes=(2,), additional_forward_args=(Y,)),
+        )
+    # twin: ablate feature j in all examples, one loss each
+    with torch.no_grad():
+        base = float(mse(net(X), Y))
+        twin = torch.tensor([[base - float(mse(net(X.index_fill(1, torch.tensor([j]), 0.0)), Y)) for j in range(4)]])
+    torch.testing.assert_close(ours, twin)
+
+
+def test_permutation_importance_of_a_loss():
+    net, X, Y = _loss_setup()
+    loss = lambda x, y: torch.nn.functional.mse_loss(net(x), y)  # noqa: E731
+    imp = fa.feature_permutation(loss, generator=torch.Generator().manual_seed(0))(X, Y)
+    assert imp.shape == (1, 4)
+    # twin: the same shuffles (one per feature, drawn as _permutations draws them)
+    from funcattr._perturb import _permutations
+
+    perms = _permutations(4, 5, torch.device("cpu"), torch.Generator().manual_seed(0))
+    twin = []
+    for j in range(4):
+        Xp = X.clone()
+        Xp[:, j] = X[perms[j], j]
+        with torch.no_grad():
+            twin.append(float(loss(X, Y) - loss(Xp, Y)))
+    torch.testing.assert_close(imp, torch.tensor([twin]))
+    # axiom: a feature the loss ignores gets exactly zero
+    ign = lambda x, y: ((x[:, :3].sum(1) - y[:, 0]) ** 2).mean()  # noqa: E731
+    assert fa.feature_permutation(ign)(X, Y)[0, 3] == 0
+
+
+def test_whole_batch_shapley_of_a_batch_sum_is_exact():
+    """Axiom: for Σ_b w·x_b the features of the whole batch are additive players worth w_j Σ_b x_bj."""
+    from captum.attr import ShapleyValues
+
+    w, X = torch.randn(4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    f = lambda x: (x @ w).sum()  # noqa: E731
+    exact = w * X.sum(0, keepdim=True)
+    for method in (fa.shapley_values(f), fa.kernel_shap(f, samples=40), fa.shapley_sampling(f, samples=3), fa.lime(f, samples=60, penalty=None)):
+        torch.testing.assert_close(method(X), exact, msg=method.__name__)
+    # Captum returns float32 for float64 inputs here; we keep the inputs' precision (deliberately)
+    torch.testing.assert_close(fa.shapley_values(f)(X), ShapleyValues(f).attribute(X).double(), rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- 2. tuple-output layers, several inputs, several layers
+
+
+def test_several_layers_in_one_call_equal_captum_and_one_layer_at_a_time():
+    from captum.attr import LayerActivation, LayerGradientXActivation, LayerIntegratedGradients
+
+    m = BasicModel_MultiLayer(multi_input_module=True)
+    x = torch.tensor([[3.0, 5.0, 1.0], [1.0, 2.0, -4.0]], requires_grad=False)
+    f = fa.target(m, 1)
+    ig = fa.integrated_gradients(f, wrt=[m.linear1, m.linear1_alt], steps=50)(x)
+    theirs = LayerIntegratedGradients(m, [m.linear1, m.linear1_alt]).attribute(x, target=1, n_steps=50)
+    for a, b in zip(ig, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for a, layer in zip(ig, (m.linear1, m.linear1_alt)):  # twin: one layer at a time
+        torch.testing.assert_close(a, fa.integrated_gradients(f, wrt=layer, steps=50)(x))
+    # the module's two inputs at once, as Captum's attribute_to_layer_input=True
+    gxa = fa.gradient_x_activation(f, fa.input_of(m.multi_relu))(x) if hasattr(fa, "gradient_x_activation") else None
+    acts = fa.activation(m, fa.input_of(m.multi_relu))(x)
+    c_acts = LayerActivation(m, m.multi_relu).attribute(x, attribute_to_layer_input=True)
+    for a, b in zip(acts, c_acts):
+        torch.testing.assert_close(a, b)
+    c_gxa = LayerGradientXActivation(m, m.multi_relu).attribute(x, target=1, attribute_to_layer_input=True)
+    ours_gxa = gxa if gxa is not None else fa.input_x_gradient(f, wrt=fa.input_of(m.multi_relu))(x)
+    for a, b in zip(ours_gxa, c_gxa):
+        torch.testing.assert_close(a, b)
+
+
+def test_tuple_output_layer_ig_is_complete_per_part():
+    """Axiom: each part of a tuple layer's IG sums to f(x) − f(x') when the parts reach f additively."""
+    m = BasicModel_MultiLayer(multi_input_module=True).double()
+    x = torch.tensor([[3.0, 5.0, 1.0], [1.0, 2.0, -4.0]], dtype=torch.float64)
+    f = fa.target(m, 0)
+    parts, delta = fa.integrated_gradients(f, wrt=m.multi_relu, steps=300, method="gausslegendre", return_delta=True)(x)
+    total = sum(p.sum(1) for p in parts)
+    torch.testing.assert_close(total, f(x) - f(torch.zeros_like(x)), rtol=1e-3, atol=1e-3)
+
+
+# ---------------------------------------------------------------- 6. neuron selectors
+
+
+def test_callable_neuron_returning_an_aggregate_and_partial_indices():
+    from captum.attr import NeuronGradient
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    agg = lambda a: a.sum((1, 2, 3))  # noqa: E731  [B]
+    ours = fa.saliency(fa.neuron(m, m[1], agg), abs=False)(x)
+    torch.testing.assert_close(ours, NeuronGradient(m, m[1]).attribute(x, neuron_selector=agg))
+    twin = torch.func.vmap(torch.func.grad(lambda xi: m[1](m[0](xi[None])).sum()))(x)
+    torch.testing.assert_close(ours, twin)
+    # a partial index over singleton dims: the pooled layer [B, 4, 1, 1], channel 2
+    part = fa.saliency(fa.neuron(m, m[2], (2,)), abs=False)(x)
+    full = fa.saliency(fa.neuron(m, m[2], (2, 0, 0)), abs=False)(x)
+    torch.testing.assert_close(part, full)
+    torch.testing.assert_close(part, NeuronGradient(m, m[2]).attribute(x, neuron_selector=(2, 0, 0)))
+
+
+# ---------------------------------------------------------------- 9. infidelity's perturb
+
+
+def test_infidelity_perturb_receives_what_its_docstring_says_on_every_call():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 3))
+    x, attrs, S = torch.randn(3, 4), torch.randn(3, 4), 5
+    seen = []
+
+    def perturb(inp, base=None):
+        seen.append((tuple(inp.shape), base))
+        noise = torch.randn_like(inp) * 0.1
+        return noise, inp - noise
+
+    for _ in range(2):  # the first call (no cached plan) and a later one
+        fa.metrics.infidelity(fa.target(m, 0), perturb, x, attrs, samples=S)
+    assert seen == [((S * 3, 4), None)] * 2
