@@ -77,11 +77,12 @@ def main(argv=None) -> None:
     x, y, masks = zoo.make_shapes(8 * a.count * (a.repeat + 2), seed=zoo.TEST_SEED)
     ex = insights.Explorer(model, classes=zoo.CLASSES, data=[(x, y, masks)], layers=model.last_conv)
     url = ex.serve()
+    profile = tempfile.mkdtemp(prefix="funcattr-insights-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium") or shutil.which("google-chrome")
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={tempfile.mkdtemp()}"):
+                "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={profile}"):
         opts.add_argument(arg)
     d = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
     state = lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")  # noqa: E731
@@ -111,6 +112,7 @@ def main(argv=None) -> None:
     finally:
         d.quit()
         ex.stop()
+        shutil.rmtree(profile, ignore_errors=True)
     page, single = batched_vs_one_at_a_time(ex, a.count, a.steps, not a.no_scores, a.repeat, offset=a.count * (a.repeat + 2))
     limit = limit_seconds(model, x[: a.count], a.steps, a.repeat)
 
