@@ -170,7 +170,11 @@ class Capture:
 
 
 def _floats(tree: Any) -> tuple[list, Any, list[int]]:
-    leaves, spec = tree_flatten(tree)
+    """Leaves, their structure (None: ``tree`` is one tensor) and the indices of the float ones."""
+    if isinstance(tree, Tensor):  # the common case, without pytree's cost
+        leaves, spec = [tree], None
+    else:
+        leaves, spec = tree_flatten(tree)
     return leaves, spec, [i for i, t in enumerate(leaves) if isinstance(t, Tensor) and t.is_floating_point()]
 
 
@@ -227,7 +231,7 @@ def capture(
             raise Stop(box)
         for j, t in zip(idx, new):
             leaves[j] = t.clone()  # the model goes on with copies: in-place layers after the site are safe
-        return tree_unflatten(leaves, spec)
+        return leaves[0] if spec is None else tree_unflatten(leaves, spec)
 
     handles = []
     for i, site in enumerate(sites.parts):
