@@ -68,18 +68,20 @@ def visualize_image_attr(attr, original_image=None, method="heat_map", sign="abs
 
 def visualize_image_attr_multiple(attr, original_image, methods, signs, titles=None, fig_size=(8, 6),
                                   use_pyplot=True, **kwargs):
-    """``fa.viz.images``: one panel per method; returns ``(figure, axes)`` (an array of axes,
-    a one-element list for one method)."""
+    """``fa.viz.images``: one panel per method; returns ``(figure, axes)`` as Captum does: a
+    list of axes, the axis itself for one method."""
     fig, axes = fa.viz.images(_chw(attr), _chw(original_image), methods, signs, titles, fig_size, **kwargs)
     _done(fig, use_pyplot)
-    return fig, (np.array(axes, dtype=object) if len(axes) > 1 else axes)
+    return fig, (list(axes) if len(axes) > 1 else axes[0])
 
 
 def visualize_timeseries_attr(attr, data, x_values=None, method="overlay_individual", sign="absolute_value",
                               channel_labels=None, channels_last=True, plt_fig_axis=None, outlier_perc=2, cmap=None,
                               alpha_overlay=0.7, show_colorbar=False, title=None, fig_size=(6, 6), use_pyplot=True,
                               **pyplot_kwargs):
-    """``fa.viz.timeseries``; returns ``(figure, axes)``."""
+    """``fa.viz.timeseries``; returns ``(figure, axes)`` as Captum's ``plt.subplots`` does: an
+    array of axes (one per channel), the axis itself for one panel. (Captum 0.9.0's own
+    function fails on matplotlib ≥ 3.9, which removed ``cm.get_cmap``.)"""
     if plt_fig_axis is not None:
         refuse("plt_fig_axis", "fa.viz.timeseries lays out its own panels (one per channel)")
     if pyplot_kwargs:
@@ -87,7 +89,7 @@ def visualize_timeseries_attr(attr, data, x_values=None, method="overlay_individ
     fig, axes = fa.viz.timeseries(attr, data, x_values, method, sign, channel_labels, channels_last, outlier_perc,
                                   cmap, alpha_overlay, show_colorbar, title, fig_size)
     _done(fig, use_pyplot)
-    return fig, (axes[0] if len(axes) == 1 else axes)
+    return fig, (axes[0] if len(axes) == 1 else np.array(axes, dtype=object))
 
 
 # --------------------------------------------------------------------------- text
