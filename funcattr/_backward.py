@@ -79,13 +79,13 @@ def _deeplift_step(c: Call, xs, bs, m: int, multiply_by_inputs: bool) -> tuple[T
         if not multiply_by_inputs:
             return tuple(g.sum(0) for g in gs)
         return tuple((g * (x - b).unsqueeze(2)).sum(0) for g, x, b in zip(gs, xs, bs))
-    g, value = c.grads_and_value(pts, 2 * m)
-    g = g[:m]
+    gs, values = c.grads_and_value(pts, 2 * m)
+    gs = tuple(g[:m] for g in gs)
     if not multiply_by_inputs:
-        return (g.sum(0),)
+        return tuple(g.sum(0) for g in gs)
     n = m * c.B
-    diff = (value[:n] - value[n:]).view(m, c.B, *value.shape[1:])
-    return ((g * diff.unsqueeze(2)).sum(0),)
+    diffs = tuple((v[:n] - v[n:]).view(m, c.B, *v.shape[1:]) for v in values)
+    return tuple((g * d.unsqueeze(2)).sum(0) for g, d in zip(gs, diffs))
 
 
 def deeplift(

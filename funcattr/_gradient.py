@@ -68,15 +68,14 @@ def input_x_gradient(f: Callable, *, wrt=None, batch_size=None, precision=None, 
             if c.site is None:
                 gs = c.run(lambda lo, hi: tuple(g[0] for g in c.grads(c.xs, 1)), 1, "grad")
                 return c.finish(tuple(g * v.unsqueeze(1) for g, v in zip(gs, c.xs)))
-            g, value = c.run(lambda lo, hi: _first(c.grads_and_value(c.xs, 1)), 1, "grad_value")
-            return c.finish((g * value.unsqueeze(1),))
+
+            def step(lo, hi):
+                gs, values = c.grads_and_value(c.xs, 1)
+                return tuple(g[0] * v.unsqueeze(1) for g, v in zip(gs, values))
+
+            return c.finish(c.run(step, 1, "grad_value"))
 
     return mark(attr_fn, "input_x_gradient")
-
-
-def _first(gv):
-    g, value = gv
-    return g[0], value
 
 
 # --------------------------------------------------------------------------- path methods
@@ -98,7 +97,7 @@ def _integral(c: Call, path: Callable, steps: int, method: str, dtype: torch.dty
         if c.site is None:
             gs = c.grads(tuple(_fold.fold(p) for p in pts), m)
         else:
-            gs = c.grads(tuple(_fold.tile(x, m) for x in c.xs), m, inject=_fold.fold(pts[0]))
+            gs = c.grads(tuple(_fold.tile(x, m) for x in c.xs), m, inject=tuple(_fold.fold(p) for p in pts))
         if vel is not None:
             gs = tuple(g * v.unsqueeze(2) for g, v in zip(gs, vel))
         return tuple(
@@ -154,9 +153,9 @@ def integrated_gradients(
             bs = broadcast_baseline(baseline, c.xs)
             if c.site is None:
                 starts, diffs = bs, tuple(x - b for x, b in zip(c.xs, bs))
-            else:  # the path runs between the layer's values at the baseline and at x
+            else:  # the path runs between the layers' values at the baseline and at x
                 pair = c.layer(tuple(torch.cat([x, b.expand_as(x)]) for x, b in zip(c.xs, bs)))
-                starts, diffs = (pair[c.B :],), (pair[: c.B] - pair[c.B :],)
+                starts, diffs = tuple(h[c.B :] for h in pair), tuple(h[: c.B] - h[c.B :] for h in pair)
             dtype = diffs[0].dtype
             total = _integral(c, _line(starts, diffs, c.B), steps, method, dtype, ("ig",), "integrated gradients")
             attrs = tuple(t * d.unsqueeze(1) for t, d in zip(total, diffs)) if multiply_by_inputs else total
@@ -357,18 +356,19 @@ def gradient_shap(
             def step(lo, hi):
                 m = hi - lo
                 nz, bz, al = tuple(n[lo:hi] for n in noisy), tuple(b[lo:hi] for b in base), alpha[lo:hi]
-                if in_layer:  # interpolate between the layer's values (token ids do not interpolate)
-                    hn = _fold.unfold(c.layer(tuple(_fold.fold(n) for n in nz)), m)
-                    hb = _fold.unfold(c.layer(tuple(_fold.fold(b) for b in bz)), m)
-                    pts = hb + bcast(al, hn) * (hn - hb)
-                    gs = c.grads(tuple(_fold.fold(n) for n in nz), m, inject=_fold.fold(pts))
-                    diffs = (hn - hb,)
+                if in_layer:  # interpolate between the layers' values (token ids do not interpolate)
+                    hn = tuple(_fold.unfold(h, m) for h in c.layer(tuple(_fold.fold(n) for n in nz)))
+                    hb = tuple(_fold.unfold(h, m) for h in c.layer(tuple(_fold.fold(b) for b in bz)))
+                    pts = tuple(b + bcast(al, n) * (n - b) for n, b in zip(hn, hb))
+                    gs = c.grads(tuple(_fold.fold(n) for n in nz), m, inject=tuple(_fold.fold(p) for p in pts))
+                    diffs = tuple(n - b for n, b in zip(hn, hb))
                 else:
                     pts = tuple(b + bcast(al, n) * (n - b) for n, b in zip(nz, bz))
                     gs = c.grads(tuple(_fold.fold(p) for p in pts), m)
                     if multiply_by_inputs and c.site is not None:
-                        la = c.layer(tuple(_fold.fold(n) for n in nz)) - c.layer(tuple(_fold.fold(b) for b in bz))
-                        diffs = (_fold.unfold(la, m),)
+                        hn = c.layer(tuple(_fold.fold(n) for n in nz))
+                        hb = c.layer(tuple(_fold.fold(b) for b in bz))
+                        diffs = tuple(_fold.unfold(n - b, m) for n, b in zip(hn, hb))
                     else:
                         diffs = tuple(n - b for n, b in zip(nz, bz))
                 if not multiply_by_inputs:

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from . import _executor, _features, _random, _surrogate, _windows
 from ._call import Call, begin, check_fn, mark
+from ._scores import gives_rows
 from ._fold import fold
 from ._inputs import broadcast_baseline, promote
 
@@ -49,13 +50,32 @@ KERNEL_SHAP_ENDPOINT_WEIGHT = 1e6  # Captum's stand-in for the infinite kernel w
 
 
 def _evaluate(c: Call, n: int, build: Callable[[int, int], tuple[Tensor, ...]], key: tuple, desc: str) -> Tensor:
-    """Scores ``[n, B, K]`` of the ``n`` items whose inputs ``build(lo, hi)`` makes as ``[m, B, ...]``."""
+    """Scores ``[n, B, K]`` of the ``n`` items whose inputs ``build(lo, hi)`` makes as ``[m, B, ...]``.
 
-    def step(lo, hi):
-        s = c.scores(tuple(fold(t) for t in build(lo, hi)), hi - lo)
+    A function that gives one value for the whole batch (a dataset-level loss; Captum's
+    aggregate mode) is recognized on item 0 when its output could be that: each item is then
+    one perturbation of the whole batch, and the scores are ``[n, 1, 1]`` — the attributions
+    have batch dim 1, Captum's shape."""
+
+    def f32(s):
         return s.to(torch.promote_types(s.dtype, torch.float32))  # bf16 scores: differences in fp32
 
-    return c.run(step, n, *key, combine="cat", desc=desc)
+    lo, first = 0, None
+    if not gives_rows(c.f, c.kwargs):
+        s0, whole = c.scores_or_value(tuple(t[0] for t in build(0, 1)))
+        if whole:
+            rest = c.run(lambda lo, hi: f32(c.batch_values(build(lo + 1, hi + 1))), n - 1, *key, "batch", combine="cat", desc=desc) if n > 1 else None
+            return f32(s0) if rest is None else torch.cat([f32(s0), rest])
+        lo, first = 1, f32(s0)
+        if n == 1:
+            return first
+
+    def step(lo_, hi_):
+        return f32(c.scores(tuple(fold(t) for t in build(lo + lo_, lo + hi_)), hi_ - lo_))
+
+    rest = c.run(step, n - lo, *key, combine="cat", desc=desc)
+    return rest if first is None else torch.cat([first, rest])
+
 
 
 def _single_features(c: Call, xs: tuple[Tensor, ...], feats: _features.Features, lo: int, hi: int, swap) -> tuple[Tensor, ...]:
@@ -106,7 +126,13 @@ def _coalitions(c: Call, xs, feats: _features.Features, bases, n: int, keep: Cal
 
 
 def _per_feature(c: Call, feats: _features.Features, values: Tensor):
-    """``values[F, B, K]`` → attributions shaped like the inputs (each element gets its feature's)."""
+    """``values[F, B, K]`` → attributions shaped like the inputs (each element gets its
+    feature's); ``[F, 1, 1]`` (one value for the whole batch) → ``[1, ...]``."""
+    if values.shape[1] == 1 and c.B > 1 and any(ids.shape[0] > 1 for ids in feats.ids):
+        raise ValueError(
+            "mask: f gives one value for the whole batch, so a feature is ablated in every example at once; "
+            "give one mask for all examples (batch dim 1), not one per example"
+        )
     vals = values.permute(1, 2, 0)
     return c.out(tuple(_features.spread(vals, feats, i, x.shape) for i, x in enumerate(c.xs)))
 
@@ -284,16 +310,11 @@ def shapley_values(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=No
             def keep(items):
                 return (items.unsqueeze(1) & bits) != 0
 
-            def step(lo, hi):
-                k = keep(_items(lo, hi, c))
-                pts = tuple(torch.where(feats.present(k, i), x, b) for i, (x, b) in enumerate(zip(xs, bases)))
-                v = c.scores(tuple(fold(p) for p in pts), hi - lo).double()  # [m, B, K]
-                size = k.sum(1, keepdim=True)
-                coef = torch.where(k, w[(size - 1).clamp_min(0)], -w[size.clamp_max(F - 1)])  # [m, F]
-                return torch.einsum("mf,mbk->fbk", coef, v)
-
-            phi = c.run(step, 2**F, "shapley_values", combine="sum", desc="shapley values")
-            return _per_feature(c, feats, phi)
+            v = _coalitions(c, xs, feats, bases, 2**F, keep, ("shapley_values",), "shapley values")  # [2**F, B, K]
+            k = keep(_items(0, 2**F, c))
+            size = k.sum(1, keepdim=True)
+            coef = torch.where(k, w[(size - 1).clamp_min(0)], -w[size.clamp_max(F - 1)])  # [2**F, F]
+            return _per_feature(c, feats, torch.einsum("mf,mbk->fbk", coef, v.double()))
 
     return mark(attr_fn, "shapley_values")
 
@@ -410,8 +431,11 @@ def _bernoulli_coalitions(n: int, F: int, device: torch.device, generator) -> Te
 DISTANCES = ("cosine", "euclidean")
 
 
-def _similarities(c: Call, feats: _features.Features, bases, Z: Tensor, kernel_width: float, distance: str) -> Tensor:
-    """LIME's weights ``exp(−d(x, x_z)² / (2 width²))`` per coalition and example, ``[n, B]``.
+def _similarities(
+    c: Call, feats: _features.Features, bases, Z: Tensor, kernel_width: float, distance: str, whole: bool = False
+) -> Tensor:
+    """LIME's weights ``exp(−d(x, x_z)² / (2 width²))`` per coalition and example, ``[n, B]``
+    (``whole``: of the whole batch as one input, ``[n, 1]``).
 
     Every perturbed input is ``x`` on kept features and the baseline elsewhere, so the dot
     products it needs are sums over features of per-feature partial sums of ``x·x``, ``x·b``
@@ -425,6 +449,8 @@ def _similarities(c: Call, feats: _features.Features, bases, Z: Tensor, kernel_w
         xx.scatter_add_(1, idx, xf * xf)
         xb.scatter_add_(1, idx, xf * bf)
         bb.scatter_add_(1, idx, bf * bf)
+    if whole:  # one perturbation of the whole batch: Captum flattens the batch
+        xx, xb, bb = (t.sum(0, keepdim=True) for t in (xx, xb, bb))
     z = Z.double()
     if distance == "cosine":
         dot = z @ (xx - xb).t() + xb.sum(1)  # [n, B]
@@ -482,7 +508,7 @@ def lime(
             feats = _features.features(mask, c.xs, c.B, cache=plans)
             Z = _bernoulli_coalitions(samples, feats.F, c.device, generator)
             v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions",), "lime")
-            w = _similarities(c, feats, bases, Z, float(kernel_width), distance)
+            w = _similarities(c, feats, bases, Z, float(kernel_width), distance, whole=v.shape[1] != c.B)
             coef = _surrogate.fit(Z, v, w, penalty=penalty, alpha=float(alpha))
             return _per_feature(c, feats, coef.permute(2, 0, 1))
 
