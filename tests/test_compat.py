@@ -540,14 +540,42 @@ def test_difference_guided_gradcam_mismatched_input_raises():
         X.GuidedGradCam(m, m.conv).attribute(xs, target=0)
 
 
-@pytest.mark.xfail(strict=True, reason="needs core capability 1")
-def test_forward_returning_one_value_for_the_batch():
-    """Permutation importance of a dataset-level loss: one number per perturbed batch."""
+
+def _loss():
     torch.manual_seed(0)
     net = nn.Linear(3, 1)
+    return lambda x, y: F.mse_loss(net(x), y)  # noqa: E731
+
+
+def test_forward_returning_one_value_for_the_batch():
+    """Permutation importance of a dataset-level loss: one number per perturbed batch, and
+    attributions with batch dim 1, as in Captum."""
+    loss = _loss()
+    torch.manual_seed(1)
     X_, Y = torch.randn(8, 3), torch.randn(8, 1)
-    loss = lambda x, y: F.mse_loss(net(x), y)  # noqa: E731
-    ours = X.FeatureAblation(loss).attribute(X_, additional_forward_args=(Y,))
-    theirs = C.FeatureAblation(loss).attribute(X_, additional_forward_args=(Y,))
+    for name, kw in (("FeatureAblation", {}), ("FeatureAblation", {"feature_mask": torch.tensor([[0, 0, 1]])}),
+                     ("Occlusion", {"sliding_window_shapes": (2,)}), ("ShapleyValues", {"baselines": 0.5})):
+        ours, theirs = both(name, (loss,), X_, additional_forward_args=(Y,), **kw)
+        assert ours.shape == theirs.shape == (1, 3)
+        close(ours, theirs)
+    two = (X_[:2], Y[:2])  # two examples: the only non-identity shuffle is the swap
+    ours, theirs = both("FeaturePermutation", (loss,), two[0], additional_forward_args=(two[1],))
     assert ours.shape == theirs.shape == (1, 3)
     close(ours, theirs)
+
+
+def test_several_outputs_without_target():
+    """target=None on a [B, K] output: Captum's layouts — [B·K, ...] for ablation, occlusion
+    and permutation, [B, K, ...] for Shapley values (funcattr's K maps)."""
+    torch.manual_seed(0)
+    m, x = nn.Linear(3, 4), torch.randn(5, 3)
+    for name, kw in (("FeatureAblation", {}), ("Occlusion", {"sliding_window_shapes": (2,)}),
+                     ("ShapleyValues", {}), ("ShapleyValueSampling", {"n_samples": 2})):
+        ours, theirs = both(name, (m,), x, **kw)
+        assert ours.shape == theirs.shape
+        close(ours, theirs, atol=1e-6)
+    ours, theirs = both("FeaturePermutation", (m,), x[:2])
+    assert ours.shape == theirs.shape == (8, 3)
+    close(ours, theirs)
+    nt = X.NoiseTunnel(X.FeatureAblation(m)).attribute(x, nt_samples=2, stdevs=1e-9)
+    close(nt, C.FeatureAblation(m).attribute(x), atol=1e-6)

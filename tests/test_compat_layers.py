@@ -191,7 +191,6 @@ def test_layer_integrated_gradients_on_token_ids():
     close(d, d2, atol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="needs core capability 2")
 def test_layer_integrated_gradients_multi_input_module_golden():
     """Captum's test_multiple_tensors_compare_with_expected: a layer with two inputs and two outputs."""
     m = BasicModel_MultiLayer(multi_input_module=True)
@@ -199,17 +198,54 @@ def test_layer_integrated_gradients_multi_input_module_golden():
     close(a, (torch.tensor([[90.0, 100, 100, 100]]), torch.tensor([[90.0, 100, 100, 100]])), rtol=0, atol=0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="needs core capability 2")
+class TwoBranch(nn.Module):
+    """Two layers side by side (neither feeds the other), then a head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.head = nn.Linear(3, 4), nn.Linear(3, 5), nn.Linear(9, 2)
+
+    def forward(self, x):
+        return self.head(torch.cat([torch.relu(self.a(x)), torch.tanh(self.b(x))], 1))
+
+
 @pytest.mark.parametrize("name", ["LayerActivation", "LayerGradientXActivation", "LayerIntegratedGradients"])
-def test_list_of_layers(x, name):
+def test_list_of_layers(name):
+    m, x = TwoBranch(), torch.randn(4, 3)
+    kw = {} if name == "LayerActivation" else {"target": [0, 1, 1, 0]}
+    ours, theirs = both(name, (m, [m.a, m.b]), x, **kw)
+    assert isinstance(ours, list) and isinstance(theirs, list) and len(ours) == 2
+    close(tuple(ours), tuple(theirs))
+    if name == "LayerIntegratedGradients":
+        (a, d), (a2, d2) = both(name, (m, [m.a, m.b]), x, baselines=0.5, n_steps=20, return_convergence_delta=True,
+                                **kw)
+        assert isinstance(a, list)
+        close(tuple(a), tuple(a2))
+        close(d, d2, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["LayerActivation", "LayerGradientXActivation"])
+def test_list_of_layers_feeding_one_another(x, name):
+    """Captum gives each listed layer its total derivative, through the later listed ones too."""
     m = cnn()
     kw = {} if name == "LayerActivation" else {"target": 1}
     ours, theirs = both(name, (m, [m[0], m[2]]), x, **kw)
-    assert isinstance(ours, list) and len(ours) == 2
+    assert float(theirs[0].abs().max()) > 0
     close(tuple(ours), tuple(theirs))
 
 
-@pytest.mark.xfail(strict=True, reason="needs core capability 2")
+def test_layer_with_tuple_output_gives_a_tuple():
+    """Captum's multi_relu returns a tuple: LayerActivation / GxA / IG at it give a tuple."""
+    m = BasicModel_MultiLayer(multi_input_module=True)
+    x = torch.tensor([[1.0, 2.0, 3.0], [0.0, 5.0, 1.0]])
+    for name, kw in (("LayerActivation", {}), ("LayerGradientXActivation", {"target": 0}),
+                     ("LayerIntegratedGradients", {"target": 1, "n_steps": 10})):
+        ours, theirs = both(name, (m, m.multi_relu), x, **kw)
+        assert isinstance(ours, tuple) and isinstance(theirs, tuple) and len(ours) == 2
+        close(ours, theirs)
+
+
 def test_layer_with_several_inputs_attributes_to_all():
     m = BasicModel_MultiLayer(multi_input_module=True)
     x = torch.tensor([[1.0, 2.0, 3.0], [0.0, 5.0, 1.0]])
@@ -289,7 +325,6 @@ def test_neuron_feature_ablation(x):
     close(*both("NeuronFeatureAblation", (mm, mm.model.linear1), xs, neuron_selector=1, additional_forward_args=(1,)))
 
 
-@pytest.mark.xfail(strict=True, reason="needs core capability 6")
 def test_partial_neuron_index_on_singleton_dims(x):
     """A channel index on a [B, C, 1, 1] layer names one neuron, as in Captum."""
     m = cnn()

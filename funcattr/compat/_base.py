@@ -76,6 +76,27 @@ def progress(show_progress: bool) -> bool | None:
     return True if show_progress else None
 
 
+def layer_list(layer: Any) -> Callable | None:
+    """Captum returns the attributions of a list of layers as a list (a layer with a tuple
+    output or several inputs gives a tuple)."""
+    return list if isinstance(layer, (list, tuple)) else None
+
+
+def flat_outputs(xs: Any) -> Callable:
+    """Captum's FeatureAblation/Occlusion/FeaturePermutation lay one map per output element
+    (funcattr's ``[B, K, ...]``) out as ``[B·K, ...]``, example-major."""
+    xs = xs if isinstance(xs, tuple) else (xs,)
+
+    def after(attrs: Any) -> Any:
+        parts = attrs if isinstance(attrs, tuple) else (attrs,)
+        if not all(a.dim() == x.dim() + 1 for a, x in zip(parts, xs)):
+            return attrs
+        out = tuple(a.flatten(0, 1) for a in parts)
+        return out if isinstance(attrs, tuple) else out[0]
+
+    return after
+
+
 def site(layer: Any, to_input: bool) -> Any:
     """``layer`` / ``attribute_to_layer_input`` → ``wrt=``: a module, ``fa.input_of(module)``,
     or a list of them (Captum's list of layers)."""
@@ -139,7 +160,8 @@ class Call:
 
     ``delta``: how the transform's delta maps to Captum's — ``"example"`` ([B], as is) or
     ``"sample"`` ([B, S] flattened example-major). ``then``: a last step on the result that
-    a noise tunnel cannot wrap (``custom_attribution_func``)."""
+    a noise tunnel cannot wrap (``custom_attribution_func``). ``after``: a change of layout
+    of the attributions (Captum's shapes), applied after a noise tunnel too."""
 
     fn: Callable
     args: tuple = ()
@@ -147,6 +169,7 @@ class Call:
     delta: str | None = None
     then: Callable | None = None
     what: str = ""
+    after: Callable | None = None
 
     def run(self, inputs: Any):
         res = self.fn(inputs, *self.args, **self.kwargs)
@@ -154,8 +177,14 @@ class Call:
             return self.then(res)
         if self.delta == "sample":
             attrs, d = res
-            return attrs, per_sample(d, self.what)
-        return res
+            return self.layout(attrs), per_sample(d, self.what)
+        if self.delta is not None:
+            attrs, d = res
+            return self.layout(attrs), d
+        return self.layout(res)
+
+    def layout(self, attrs: Any) -> Any:
+        return attrs if self.after is None else self.after(attrs)
 
 
 def adapter(plan: Callable) -> Callable:
@@ -202,7 +231,13 @@ class GradientAttribution(Attribution):
 
 
 class PerturbationAttribution(Attribution):
-    pass
+    """With ``target=None`` the forward goes to funcattr as it is, so its output decides, as in
+    Captum: one score per example, one value for the whole batch (a dataset-level loss:
+    attributions with batch dim 1), or several outputs per example (one map per output)."""
+
+    def _scored(self, t: Any) -> tuple[Callable, dict]:
+        """The function to explain and the keywords it takes: ``fa.target`` with a target."""
+        return (self.forward_func, {}) if t is None else (self._f, {"target": target(t)})
 
 
 class LayerAttribution(Attribution):

@@ -17,6 +17,7 @@ from ._base import (
     baseline,
     custom,
     fwd_args,
+    layer_list,
     no_grad_kwargs,
     refuse,
     rows,
@@ -64,7 +65,7 @@ class LayerActivation(_Layer):
     @adapter
     def attribute(self, inputs, additional_forward_args=None, attribute_to_layer_input=False):
         fn = fa.activation(self.forward_func, site(self.layer, attribute_to_layer_input))
-        return Call(fn, fwd_args(additional_forward_args))
+        return Call(fn, fwd_args(additional_forward_args), after=layer_list(self.layer))
 
 
 class LayerConductance(_Layer):
@@ -151,7 +152,11 @@ class LayerGradientShap(_Layer):
 class LayerGradientXActivation(_Layer):
     """``fa.input_x_gradient(f, wrt=layer)``; with ``multiply_by_inputs=False`` the layer
     gradient ``fa.saliency(f, abs=False, wrt=layer)``. ``memory_efficient`` (Captum's CPU
-    offload of the activations) is an execution hint funcattr does not need."""
+    offload of the activations) is an execution hint funcattr does not need.
+
+    A list of layers is one call per layer: Captum gives each layer's total derivative, also
+    through the other listed layers, and funcattr's ``wrt=[a, b]`` holds ``b`` fixed when
+    taking the gradient at ``a`` (zero where ``b`` lies after ``a``)."""
 
     def __init__(self, forward_func: Callable, layer: Any, device_ids: Any = None, multiply_by_inputs: bool = True,
                  memory_efficient: bool = False) -> None:
@@ -162,14 +167,21 @@ class LayerGradientXActivation(_Layer):
     def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input=False,
                   grad_kwargs=None):
         no_grad_kwargs(grad_kwargs)
+        def one(s):
+            return fa.input_x_gradient(self._f, wrt=s) if self._multiply_by_inputs else fa.saliency(self._f, False, wrt=s)
+
         s = site(self.layer, attribute_to_layer_input)
-        fn = fa.input_x_gradient(self._f, wrt=s) if self._multiply_by_inputs else fa.saliency(self._f, False, wrt=s)
-        return _call(fn, target, additional_forward_args)
+        if not isinstance(s, list):
+            return _call(one(s), target, additional_forward_args)
+        fns = [one(si) for si in s]
+        return _call(lambda inputs, *a, **k: [fn(inputs, *a, **k) for fn in fns], target, additional_forward_args)
 
 
 class LayerIntegratedGradients(_Layer):
     """``fa.integrated_gradients(f, wrt=layer)``: the path runs in the layer's space, between
-    its values at the baselines and at the inputs."""
+    its values at the baselines and at the inputs. A list of layers moves all of them along
+    their paths at once, in one forward per step, as Captum does (its layers must not feed
+    one another)."""
 
     _delta = True
 
@@ -181,7 +193,8 @@ class LayerIntegratedGradients(_Layer):
         fn = fa.integrated_gradients(self._f, baseline(baselines), n_steps, method, self._multiply_by_inputs,
                                      return_convergence_delta, wrt=site(self.layer, attribute_to_layer_input),
                                      batch_size=rows(internal_batch_size))
-        return _call(fn, target, additional_forward_args, delta="example" if return_convergence_delta else None)
+        return _call(fn, target, additional_forward_args, delta="example" if return_convergence_delta else None,
+                     after=layer_list(self.layer))
 
 
 # --------------------------------------------------------------------------- not expressible

@@ -39,6 +39,7 @@ from ._base import (
     adapter,
     baseline,
     custom,
+    flat_outputs,
     fwd_args,
     per_eval,
     per_sample,
@@ -61,6 +62,14 @@ __all__ = [
 
 def _call(fn, t, additional_forward_args, **extra) -> Call:
     return Call(fn, fwd_args(additional_forward_args), {"target": target(t)}, **extra)
+
+
+def _perturb(obj, method, t, inputs, additional_forward_args, *hyper, flat=False, **options) -> Call:
+    """``method(f, *hyper, **options)`` on the forward (``target=None``) or its target's scores;
+    ``flat``: Captum's ``[B·K, ...]`` layout of one map per output element."""
+    f, kw = obj._scored(t)
+    return Call(method(f, *hyper, **options), fwd_args(additional_forward_args), kw,
+                after=flat_outputs(inputs) if flat and t is None else None)
 
 
 def _custom_deeplift(call: Call, func: Callable, inputs, baselines) -> Call:
@@ -223,9 +232,9 @@ class FeatureAblation(PerturbationAttribution):
                   perturbations_per_eval=1, show_progress=False, **kwargs):
         if kwargs:
             refuse(f"FeatureAblation.attribute({', '.join(kwargs)}=...)", "these are Captum-internal options")
-        fn = fa.feature_ablation(self._f, feature_mask, baseline(baselines),
-                                 batch_size=per_eval(perturbations_per_eval, inputs), progress=progress(show_progress))
-        return _call(fn, target, additional_forward_args)
+        return _perturb(self, fa.feature_ablation, target, inputs, additional_forward_args, feature_mask,
+                        baseline(baselines), flat=True, batch_size=per_eval(perturbations_per_eval, inputs),
+                        progress=progress(show_progress))
 
 
 def _permute_feature(x: torch.Tensor, feature_mask: torch.Tensor) -> torch.Tensor:
@@ -252,9 +261,8 @@ class FeaturePermutation(FeatureAblation):
             refuse("perm_func", "funcattr shuffles each feature across the batch itself, in folded batches")
         if kwargs:
             refuse(f"FeaturePermutation.attribute({', '.join(kwargs)}=...)", "these are Captum-internal options")
-        fn = fa.feature_permutation(self._f, feature_mask, batch_size=per_eval(perturbations_per_eval, inputs),
-                                    progress=progress(show_progress))
-        return _call(fn, target, additional_forward_args)
+        return _perturb(self, fa.feature_permutation, target, inputs, additional_forward_args, feature_mask, flat=True,
+                        batch_size=per_eval(perturbations_per_eval, inputs), progress=progress(show_progress))
 
 
 class Occlusion(FeatureAblation):
@@ -263,9 +271,9 @@ class Occlusion(FeatureAblation):
     @adapter
     def attribute(self, inputs, sliding_window_shapes, strides=None, baselines=None, target=None,
                   additional_forward_args=None, perturbations_per_eval=1, show_progress=False):
-        fn = fa.occlusion(self._f, sliding_window_shapes, strides, baseline(baselines),
-                          batch_size=per_eval(perturbations_per_eval, inputs), progress=progress(show_progress))
-        return _call(fn, target, additional_forward_args)
+        return _perturb(self, fa.occlusion, target, inputs, additional_forward_args, sliding_window_shapes, strides,
+                        baseline(baselines), flat=True, batch_size=per_eval(perturbations_per_eval, inputs),
+                        progress=progress(show_progress))
 
 
 class ShapleyValueSampling(PerturbationAttribution):
@@ -274,9 +282,9 @@ class ShapleyValueSampling(PerturbationAttribution):
     @adapter
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
                   n_samples=25, perturbations_per_eval=1, show_progress=False):
-        fn = fa.shapley_sampling(self._f, feature_mask, baseline(baselines), n_samples,
-                                 batch_size=per_eval(perturbations_per_eval, inputs), progress=progress(show_progress))
-        return _call(fn, target, additional_forward_args)
+        return _perturb(self, fa.shapley_sampling, target, inputs, additional_forward_args, feature_mask,
+                        baseline(baselines), n_samples, batch_size=per_eval(perturbations_per_eval, inputs),
+                        progress=progress(show_progress))
 
 
 class ShapleyValues(PerturbationAttribution):
@@ -285,9 +293,9 @@ class ShapleyValues(PerturbationAttribution):
     @adapter
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
                   perturbations_per_eval=1, show_progress=False):
-        fn = fa.shapley_values(self._f, feature_mask, baseline(baselines),
-                               batch_size=per_eval(perturbations_per_eval, inputs), progress=progress(show_progress))
-        return _call(fn, target, additional_forward_args)
+        return _perturb(self, fa.shapley_values, target, inputs, additional_forward_args, feature_mask,
+                        baseline(baselines), batch_size=per_eval(perturbations_per_eval, inputs),
+                        progress=progress(show_progress))
 
 
 def _per_example(method: Callable) -> dict:
@@ -368,10 +376,9 @@ class Lime(PerturbationAttribution):
         if not return_input_shape:
             refuse("return_input_shape=False",
                    "funcattr returns each feature's coefficient on the elements of that feature (input-shaped)")
-        fn = self._method(self._f, feature_mask, baseline(baselines), n_samples, **self._options,
-                          **_per_example(self._method), batch_size=per_eval(perturbations_per_eval, inputs),
-                          progress=progress(show_progress))
-        return _call(fn, target, additional_forward_args)
+        return _perturb(self, self._method, target, inputs, additional_forward_args, feature_mask, baseline(baselines),
+                        n_samples, **self._options, **_per_example(self._method),
+                        batch_size=per_eval(perturbations_per_eval, inputs), progress=progress(show_progress))
 
 
 class KernelShap(Lime):
@@ -418,9 +425,9 @@ class NoiseTunnel(Attribution):
             refuse("custom_attribution_func inside NoiseTunnel", "the custom step runs after funcattr's transform")
         res = fa.noise_tunnel(call.fn, nt_samples, stdevs, nt_type)(inputs, *call.args, **call.kwargs)
         if call.delta is None:
-            return res
+            return call.layout(res)
         attrs, delta = res  # [B, nt_samples] (or [B, nt_samples, S]), example-major like Captum's
-        return attrs, (per_sample(delta, call.what, dims=3) if call.delta == "sample" else delta.reshape(-1))
+        return call.layout(attrs), (per_sample(delta, call.what, dims=3) if call.delta == "sample" else delta.reshape(-1))
 
 
 # --------------------------------------------------------------------------- not expressible
