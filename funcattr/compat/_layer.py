@@ -174,7 +174,12 @@ class LayerGradientXActivation(_Layer):
         if not isinstance(s, list):
             return _call(one(s), target, additional_forward_args)
         fns = [one(si) for si in s]
-        return _call(lambda inputs, *a, **k: [fn(inputs, *a, **k) for fn in fns], target, additional_forward_args)
+
+        def each(inputs, *args, **kwargs):
+            return [fn(inputs, *args, **kwargs) for fn in fns]
+
+        each.is_attribution = True  # a layer map per listed layer: NoiseTunnel may wrap it
+        return _call(each, target, additional_forward_args, after=list)
 
 
 class LayerIntegratedGradients(_Layer):
