@@ -241,15 +241,24 @@ def test_list_of_layers_feeding_one_another(x, name):
     close(tuple(ours), tuple(theirs))
 
 
-def test_layer_with_tuple_output_gives_a_tuple():
-    """Captum's multi_relu returns a tuple: LayerActivation / GxA / IG at it give a tuple."""
+TUPLE_LAYER = [
+    ("LayerActivation", {}), ("LayerGradientXActivation", {"target": 0}),
+    ("LayerIntegratedGradients", {"target": 1, "n_steps": 10}), ("LayerConductance", {"target": 0, "n_steps": 10}),
+    ("LayerDeepLift", {"target": 0}), ("LayerGradientShap", {"target": 0, "baselines": torch.zeros(1, 3)}),
+    ("LayerGradCam", {"target": 1}), ("LayerActivation", {"attribute_to_layer_input": True}),
+    ("LayerIntegratedGradients", {"target": 0, "attribute_to_layer_input": True}),
+    ("LayerGradientXActivation", {"target": 0, "attribute_to_layer_input": True}),
+]
+
+
+@pytest.mark.parametrize("name,kw", TUPLE_LAYER, ids=[f"{n}-{i}" for i, (n, _) in enumerate(TUPLE_LAYER)])
+def test_layer_with_tuple_output_or_several_inputs_gives_a_tuple(name, kw):
+    """Captum's multi_relu takes two inputs and returns a tuple: each layer class gives a tuple."""
     m = BasicModel_MultiLayer(multi_input_module=True)
     x = torch.tensor([[1.0, 2.0, 3.0], [0.0, 5.0, 1.0]])
-    for name, kw in (("LayerActivation", {}), ("LayerGradientXActivation", {"target": 0}),
-                     ("LayerIntegratedGradients", {"target": 1, "n_steps": 10})):
-        ours, theirs = both(name, (m, m.multi_relu), x, **kw)
-        assert isinstance(ours, tuple) and isinstance(theirs, tuple) and len(ours) == 2
-        close(ours, theirs)
+    ours, theirs = both(name, (m, m.multi_relu), x, **kw)
+    assert isinstance(ours, tuple) and isinstance(theirs, tuple) and len(ours) == 2
+    close(ours, theirs)
 
 
 def test_layer_with_several_inputs_attributes_to_all():
