@@ -579,3 +579,19 @@ def test_several_outputs_without_target():
     close(ours, theirs)
     nt = X.NoiseTunnel(X.FeatureAblation(m)).attribute(x, nt_samples=2, stdevs=1e-9)
     close(nt, C.FeatureAblation(m).attribute(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["Lime", "KernelShap"])
+def test_difference_lime_with_several_outputs_gives_a_map_each(name):
+    """Captum's Lime/KernelShap assert one output per example; funcattr fits one surrogate per
+    output: the map of output k is the map with target=k on the same draws."""
+    torch.manual_seed(0)
+    m, x = nn.Linear(3, 4), torch.randn(2, 3)
+    with pytest.raises(AssertionError, match="Invalid number of outputs"):
+        getattr(C, name)(m).attribute(x)
+    torch.manual_seed(1)
+    a = getattr(X, name)(m).attribute(x, n_samples=40)
+    assert a.shape == (2, 4, 3)
+    for k in (0, 3):
+        torch.manual_seed(1)
+        close(a[:, k], getattr(X, name)(m).attribute(x, target=k, n_samples=40), atol=1e-5)

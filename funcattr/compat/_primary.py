@@ -15,6 +15,11 @@ Deliberate differences from Captum 0.9.0 (each pinned by a test in tests/test_co
 * ShapleyValues refuses more than 16 features (2**16 coalitions; Captum's F·F! evaluations).
 * Lime and KernelShap draw their coalitions per example, as Captum does, once funcattr's core
   offers it (``coalitions="per_example"``); until then the draw is shared by the batch.
+* With ``target=None`` a perturbation class hands the forward to funcattr as it is: one value
+  for the whole batch gives attributions with batch dim 1 (Captum's aggregate mode), several
+  outputs per example one map per output (Captum's layouts: ``[B·K, ...]`` for
+  FeatureAblation, Occlusion and FeaturePermutation, ``[B, K, ...]`` for the Shapley
+  classes); Lime and KernelShap give ``[B, K, ...]`` there too, where Captum asserts.
 * GuidedGradCam raises when an input's spatial dims do not match the layer's map (Captum warns
   and returns an empty tensor for that input).
 * Random draws (noise, baselines, α, permutations, coalitions) come from torch's global RNG in
