@@ -171,6 +171,13 @@ def outputs(model: Callable, indices: Sequence[int] | Tensor | None = None, *, t
         f = fa.outputs(model, [3, 7, 9])      # the same three classes for every example
         f = fa.outputs(model, topk=3)         # each example's top-3 classes at the input
         fa.integrated_gradients(f)(x)         # [B, 3, 3, H, W]
+
+    A model returning ``[B, K]`` passed to a method as it is, with no target, is read the same
+    way: every output is attributed, ``[B, K, *x.shape[1:]]`` — the numbers Captum's
+    perturbation methods give for a target-less multi-output forward (Captum lays them out flat,
+    ``[B·K, ...]``; gradient methods there refuse). An output with more than two dims is
+    refused: Captum would flatten it and mix examples; pick scores with ``fa.target`` or
+    ``fa.outputs``.
     """
     if not callable(model):
         raise TypeError(f"model must be callable, got {type(model).__name__}")
