@@ -231,7 +231,6 @@ def test_gradient_shap_converges_to_integrated_gradients():
     close(ours, C.IntegratedGradients(m).attribute(x, target=0, n_steps=400), rtol=0.05, atol=0.05)
 
 
-@pytest.mark.xfail(strict=True, reason="needs core capability 3")
 def test_gradient_shap_per_sample_delta(x):
     a, d = X.GradientShap(_linear()).attribute(x, baselines=torch.randn(2, 3, 7, 7), n_samples=5, target=0,
                                                return_convergence_delta=True)
@@ -241,12 +240,24 @@ def test_gradient_shap_per_sample_delta(x):
     close(d, torch.zeros(15), atol=1e-4)
 
 
-def test_gradient_shap_delta_refused_until_the_core_has_it(x):
-    if fa.gradient_shap(fa.target(_linear(), 0), torch.zeros(1, 3, 7, 7), return_delta="per_sample")(x)[1].dim() == 2:
-        pytest.skip("the core gives per-sample deltas (capability 3)")
-    with pytest.raises(NotImplementedError, match="return_convergence_delta on GradientShap"):
-        X.GradientShap(_linear()).attribute(x, baselines=torch.zeros(2, 3, 7, 7), target=0,
+def test_deeplift_shap_delta_refused_until_the_core_has_it(x):
+    if fa.deeplift_shap(fa.target(_linear(), 0), torch.zeros(2, 3, 7, 7), return_delta="per_sample")(x)[1].dim() == 2:
+        pytest.skip("the core gives DeepLiftShap per-sample deltas (capability 3)")
+    with pytest.raises(NotImplementedError, match="return_convergence_delta on DeepLiftShap"):
+        X.DeepLiftShap(_linear()).attribute(x, baselines=torch.zeros(2, 3, 7, 7), target=0,
                                             return_convergence_delta=True)
+
+
+def test_noise_tunnel_over_gradient_shap_delta_layout(x):
+    """One delta per example, noise sample and draw, flat (Captum's NoiseTunnel cannot run
+    GradientShap on a baseline distribution: it asserts on the baselines' shape)."""
+    kw = dict(nt_samples=3, stdevs=0.1, baselines=torch.randn(2, 3, 7, 7), n_samples=4, target=1,
+              return_convergence_delta=True)
+    with pytest.raises(AssertionError, match="Baseline can be provided"):
+        C.NoiseTunnel(C.GradientShap(_linear())).attribute(x, **kw)
+    a, d = X.NoiseTunnel(X.GradientShap(_linear())).attribute(x, **kw)
+    assert a.shape == x.shape and d.shape == (3 * 3 * 4,)
+    close(d, torch.zeros(36), atol=1e-4)  # linear model: every draw is complete
 
 
 def test_guided_backprop_and_deconvolution_golden():
@@ -362,9 +373,8 @@ def test_lime_is_fa_lime_with_captums_defaults():
     mask = torch.tensor([[0, 0, 1]])
     torch.manual_seed(5)
     ours = X.Lime(m).attribute(x, target=[0, 1], feature_mask=mask, baselines=1.0)
-    kw = {"coalitions": "per_example"} if "coalitions" in inspect.signature(fa.lime).parameters else {}
     torch.manual_seed(5)
-    close(ours, fa.lime(fa.target(m, [0, 1]), mask, 1.0, **kw)(x))
+    close(ours, fa.lime(fa.target(m, [0, 1]), mask, 1.0, coalitions="per_example")(x))
 
 
 def test_lime_golden():
@@ -379,7 +389,6 @@ def test_lime_golden():
     close(lime.attribute(x, target=0, n_samples=500), torch.tensor([[73.3716, 193.3349, 113.3349]]), rtol=0, atol=1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="needs core capability 7")
 @pytest.mark.parametrize("name", ["Lime", "KernelShap"])
 def test_lime_and_kernel_shap_draw_per_example(name):
     """Captum draws coalitions per example: two copies of one example get different draws."""

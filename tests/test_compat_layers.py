@@ -144,7 +144,6 @@ def test_layer_gradient_shap_exact_where_the_gradient_is_constant():
     close(*both("LayerGradientShap", (m, m[0], None, False), x, baselines=torch.zeros(3, 5), target=2))
 
 
-@pytest.mark.xfail(strict=True, reason="needs core capability 3")
 def test_layer_gradient_shap_per_sample_delta():
     m, x = lin2(), torch.randn(4, 5)
     a, d = X.LayerGradientShap(m, m[0]).attribute(x, baselines=torch.randn(2, 5), n_samples=3, target=0,

@@ -118,11 +118,6 @@ def no_grad_kwargs(grad_kwargs: Any) -> None:
         )
 
 
-def accepts(method: Callable, option: str) -> bool:
-    """Whether a funcattr method has ``option`` (a core capability that may not be there yet)."""
-    return option in inspect.signature(method).parameters
-
-
 def per_sample(delta: Tensor, what: str, dims: int = 2) -> Tensor:
     """A ``[B, S]`` per-sample delta (``[B, S_noise, S]`` inside a noise tunnel) in Captum's
     flat, example-major layout."""

@@ -13,8 +13,8 @@ Deliberate differences from Captum 0.9.0 (each pinned by a test in tests/test_co
 * FeaturePermutation shuffles a feature that spans several input tensors with one
   permutation (Captum draws one per tensor).
 * ShapleyValues refuses more than 16 features (2**16 coalitions; Captum's F·F! evaluations).
-* Lime and KernelShap draw their coalitions per example, as Captum does, once funcattr's core
-  offers it (``coalitions="per_example"``); until then the draw is shared by the batch.
+* Lime and KernelShap draw their coalitions per example, as Captum does
+  (``coalitions="per_example"``), so a batch gives its examples' results one by one.
 * With ``target=None`` a perturbation class hands the forward to funcattr as it is: one value
   for the whole batch gives attributions with batch dim 1 (Captum's aggregate mode), several
   outputs per example one map per output (Captum's layouts: ``[B·K, ...]`` for
@@ -40,7 +40,6 @@ from ._base import (
     Call,
     GradientAttribution,
     PerturbationAttribution,
-    accepts,
     adapter,
     baseline,
     custom,
@@ -303,11 +302,6 @@ class ShapleyValues(PerturbationAttribution):
                         progress=progress(show_progress))
 
 
-def _per_example(method: Callable) -> dict:
-    """Captum draws LIME/KernelSHAP coalitions per example (issue 11, capability 7)."""
-    return {"coalitions": "per_example"} if accepts(method, "coalitions") else {}
-
-
 class SkLearnLasso:
     """Captum's lasso surrogate (``alpha``, sklearn's default 1.0): ``fa.lime(penalty="l1")``."""
 
@@ -382,7 +376,7 @@ class Lime(PerturbationAttribution):
             refuse("return_input_shape=False",
                    "funcattr returns each feature's coefficient on the elements of that feature (input-shaped)")
         return _perturb(self, self._method, target, inputs, additional_forward_args, feature_mask, baseline(baselines),
-                        n_samples, **self._options, **_per_example(self._method),
+                        n_samples, **self._options, coalitions="per_example",
                         batch_size=per_eval(perturbations_per_eval, inputs), progress=progress(show_progress))
 
 
