@@ -97,6 +97,8 @@ class Target:
         if not isinstance(out, Tensor):
             raise TypeError(f"the model must return a Tensor, got {type(out).__name__}")
         s = select(out, t)
+        if t is None and s.dim() == 0:  # one value for the whole batch: the method decides
+            return s
         if s.dim() > 1 and t is None and all(d == 1 for d in s.shape[1:]):
             s = s.reshape(s.shape[0])
         if s.dim() != 1:
