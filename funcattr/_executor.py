@@ -96,6 +96,8 @@ def resolve(batch_size=None, precision=None, progress=None) -> Callable[[], Opti
 
     def current() -> Options:
         cur = _current.get()
+        if batch_size is None and precision is None and progress is None:
+            return cur
         return dataclasses.replace(
             cur,
             batch_size=batch_size if batch_size is not None else cur.batch_size,

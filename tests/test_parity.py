@@ -372,3 +372,27 @@ def test_infidelity_perturb_receives_what_its_docstring_says_on_every_call():
     for _ in range(2):  # the first call (no cached plan) and a later one
         fa.metrics.infidelity(fa.target(m, 0), perturb, x, attrs, samples=S)
     assert seen == [((S * 3, 4), None)] * 2
+
+
+def test_layers_feeding_one_another_in_one_call_are_refused_not_zeroed():
+    """A gradient at [a, b] with b computed from a holds b fixed: a would get zeros. Refused for
+    every method that differentiates at the sites; activations (no gradient) are fine."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    f = fa.target(m, 1)
+    for method in (fa.integrated_gradients(f, wrt=[m[0], m[2]]), fa.saliency(f, wrt=[m[0], m[2]]), fa.gradcam(f, [m[0], m[2]])):
+        with pytest.raises(ValueError, match=r"wrt\[1\] \(the output of Conv2d\) is computed from wrt\[0\]"):
+            method(x)
+    acts = fa.activation(m, [m[0], m[2]])(x)
+    torch.testing.assert_close(acts[1], m[2](m[1](m[0](x))))
+
+
+def test_a_batch_value_through_fa_target_with_no_target():
+    net, X, Y = _loss_setup()
+    loss = lambda x, y: torch.nn.functional.mse_loss(net(x), y)  # noqa: E731
+    direct = fa.feature_ablation(loss)(X, Y)
+    torch.testing.assert_close(fa.feature_ablation(fa.target(loss))(X, Y, target=None), direct)
+    torch.testing.assert_close(fa.feature_ablation(fa.target(loss, None))(X, Y), direct)
+    with pytest.raises(ValueError, match=r"returned shape \(\) for a batch of 5 rows"):
+        fa.saliency(fa.target(loss, None))(X, Y)  # gradient methods need one score per example
