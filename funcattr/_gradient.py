@@ -496,8 +496,10 @@ def noise_tunnel(
                 return out + ((_fold.unfold(d, m),) if with_delta else ())
 
             # all samples in one call to attr_fn when memory allows, else in chunks of samples
-            key = ("noise_tunnel", id(attr_fn), tuple((t.shape, t.dtype) for t in xs))
-            res = _executor.run(step, S, B, opts=_executor._current.get(), device=xs[0].device, key=key, combine="cat")
+            key = ("noise_tunnel", tuple((t.shape, t.dtype) for t in xs))
+            res = _executor.run(
+                step, S, B, opts=_executor._current.get(), device=xs[0].device, key=key, owner=attr_fn, combine="cat"
+            )
         parts, delta = (res[:-1], res[-1].movedim(0, 1)) if with_delta else (res, None)
         outs = []
         for r in parts:
