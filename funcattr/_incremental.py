@@ -38,6 +38,8 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from . import _fold
+from ._autodiff import evaluate
 from ._locality import NotQualified, Op, classify
 
 __all__ = ["scores", "check_flag", "NotQualified", "flops", "FULL_AT"]
@@ -511,25 +513,32 @@ def _qualify(c, plans) -> tuple[_Program, Any]:
         raise NotQualified("the call passes extra arguments to the model")
     from torch.nn.modules import module as _m
 
-    if _m._global_forward_hooks or _m._global_forward_pre_hooks:
+    from ._sites import _coupled
+
+    def foreign(hooks):  # funcattr's own call guard (``_sites.guard``) watches module calls only
+        return any(getattr(h, "__module__", None) != _coupled.__module__ for h in hooks.values())
+
+    if foreign(_m._global_forward_hooks) or foreign(_m._global_forward_pre_hooks):
         raise NotQualified("global forward hooks are registered")
-    for name, mod in f.model.named_modules():  # hooks come and go: checked on every call
+    for name, mod in f.model.named_modules():  # hooks and modes come and go: checked on every call
         if mod._forward_hooks or mod._forward_pre_hooks:
             raise NotQualified(f"module '{name}' has forward hooks, which must see the model's real activations")
-    return _program(f.model), f
+        if _coupled(mod):
+            raise NotQualified(f"module '{name}' ({type(mod).__name__}) couples the examples of a batch (train mode)")
+    return _program(f.model), c.f
 
 
-def scores(c, plans, bases, incremental) -> Tensor | None:
-    """Scores ``[1 + n, B, K]`` of the unoccluded input (item 0) and of each window, computed
-    incrementally; None when the call does not qualify (``incremental=None``) or would save
-    too little. ``incremental=True`` raises a ValueError naming why it does not qualify."""
+def scores(c, xs, plans, bases, incremental) -> Tensor | None:
+    """Scores ``[1 + n, B, K]`` of the unoccluded input ``xs`` (item 0) and of each window,
+    computed incrementally; None when the call does not qualify (``incremental=None``) or would
+    save too little. ``incremental=True`` raises a ValueError naming why it does not qualify."""
     if incremental is False:
         return None
     try:
         prog, f = _qualify(c, plans)
-        x, plan, base = c.xs[0], plans[0], bases[0]
+        x, plan, base = xs[0], plans[0], bases[0]
         windows = (plan.counts, tuple((t.shape[1], tuple(t[:, 0].tolist())) for t in plan.cells))  # sizes, origins
-        key = (tuple(x.shape[1:]), x.device, windows)
+        key = (tuple(x.shape[1:]), x.device, x.dtype, windows)
         lay = prog.layouts.get(key)
         if lay is None:
             with _autocast(c):
@@ -551,13 +560,16 @@ def scores(c, plans, bases, incremental) -> Tensor | None:
     spare = {n: x.shape[0] * g.P[0] * g.P[1] for n, g in lay.geo.items()}  # one window's patch rows
     with _autocast(c):
         out, kept = _forward(prog, x, {n: spare.get(n, 0) for n in lay.gather})
-    g = copy.copy(f)
-    g.model = _passthrough
-    c2 = copy.copy(c)
-    c2.f = g
+    head = copy.copy(f)  # the score function on the model's output: selects targets/classes
+    head.model = _passthrough
+
+    def scores_of(model_out: Tensor, m: int) -> Tensor:
+        a, kw = c.tiled(m * c.B)
+        return _fold.unfold(evaluate(head, (model_out,), a, kw), m)
+
     with _autocast(c):
-        s0 = c.scores(c.xs, 1)  # the model itself on the unoccluded input (plain occlusion's item 0)
-        mine = c2.scores((out,), 1)
+        s0 = c.scores(xs, 1)  # the model itself on the unoccluded input (plain occlusion's item 0)
+        mine = scores_of(out, 1)
     scale = s0.abs().max().item()
     if not torch.allclose(mine.to(s0.dtype), s0, rtol=1e-4, atol=1e-4 * max(scale, 1e-30)):
         if incremental:
@@ -572,10 +584,10 @@ def scores(c, plans, bases, incremental) -> Tensor | None:
 
     def step(lo, hi):
         out = _Chunk(prog, lay, kept, plan, x, base, lo, hi).run()
-        s = c2.scores((out,), hi - lo)
+        s = scores_of(out, hi - lo)
         return s.to(torch.promote_types(s.dtype, torch.float32))
 
-    s = c.run(step, plan.n, c.key("occlusion-incremental", windows), combine="cat", desc="occlusion")
+    s = c.run(step, plan.n, "occlusion-incremental", windows, combine="cat", desc="occlusion")
     return torch.cat([s0.to(s.dtype), s])
 
 
