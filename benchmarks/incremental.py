@@ -6,6 +6,7 @@ chunks, ``common.Limit``) — the seed configurations on a torchvision model::
     python -m benchmarks.incremental --model resnet50 --configs 45/9
     python -m benchmarks.incremental --quick              # 64 px, scaled windows (a minute)
     python -m benchmarks.incremental --flops-only         # the per-layer table, no timing
+    python -m benchmarks.incremental --full-at 0.7        # another switch to full maps
 
 The FLOPs table comes from ``funcattr._incremental.flops`` (the plan the incremental path
 runs): per convolution/linear node, multiply-adds per window of the plain forward and of the
@@ -74,7 +75,10 @@ def main(argv=None):
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--flops-only", action="store_true")
+    p.add_argument("--full-at", type=float, default=None, help=f"override _incremental.FULL_AT ({_incremental.FULL_AT})")
     a = p.parse_args(argv)
+    if a.full_at is not None:
+        _incremental.FULL_AT = a.full_at
     common.set_clock(a.clock)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -85,7 +89,7 @@ def main(argv=None):
     configs = QUICK_CONFIGS if a.quick else SEED_CONFIGS
     print(
         f"{a.model}, {n} px, {device.type} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
-        f"{platform.processor() or 'cpu'}, {time.strftime('%Y-%m-%d')}, {a.clock} clock, "
+        f"{platform.processor() or 'cpu'}, {time.strftime('%Y-%m-%d')}, {a.clock} clock, FULL_AT {_incremental.FULL_AT}, "
         f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}\n"
     )
     for name in a.configs:

@@ -45,8 +45,8 @@ from ._locality import NotQualified, Op, classify
 __all__ = ["scores", "check_flag", "NotQualified", "flops", "FULL_AT"]
 
 # A patch whose box covers at least this fraction of its map becomes a full map: above it a
-# patch convolution plus its gathers cost about as much as the plain convolution (measured on
-# resnet18's layers, benchmarks/incremental.py --threshold).
+# patch convolution plus its gathers cost about as much as the plain convolution (try others
+# with ``python -m benchmarks.incremental --full-at F``).
 FULL_AT = 0.5
 # ``incremental=None`` takes the incremental path when it saves at least this share of the
 # convolution/linear multiply-adds, and at least MIN_SAVED_MACS of them per call (below that
