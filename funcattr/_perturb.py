@@ -158,7 +158,9 @@ def occlusion(
     only where its activations differ from the unoccluded ones (Krypton; same numbers up to
     float rounding, a fraction of the work). ``None`` decides (when the model's ``torch.fx``
     graph is known and it saves enough), ``True`` demands it (ValueError saying why not),
-    ``False`` turns it off.
+    ``False`` turns it off. Per-example targets, ``fa.outputs`` (K scores) and per-example
+    baselines run incrementally; tuple inputs, extra model arguments, forward hooks, ops of
+    unknown in-place behaviour and batch norm in train mode take the plain path.
     """
     check_fn(f)
     _incremental.check_flag(incremental)
