@@ -9,7 +9,7 @@ from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
 import funcattr as fa
 
-from .common import Built, Case, Setup, grad_limit
+from .common import Built, Case, Limit, Setup, grad_limit
 
 
 def _ig_points(x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -52,15 +52,15 @@ def ig_10_targets(setup: Setup) -> Built:
     _check(ours(x), captum_loop(), "ig 10 targets")
     pts = _ig_points(x, steps)
 
-    def limit():  # one forward, K cotangents through one batched backward
-        p = pts.detach().requires_grad_(True)
+    def rows(lo, hi):  # one forward, K cotangents through one batched backward
+        p = pts[lo:hi].detach().requires_grad_(True)
         out = model(p)[:, :K]
         cot = torch.eye(K, device=p.device)[:, None, :].expand(K, p.shape[0], K)
         return torch.autograd.grad(out, p, cot, is_grads_batched=True)[0]
 
     return Built(
         funcattr=lambda: ours(x),
-        limit=limit,
+        limit=Limit(rows, pts.shape[0], pts.device),
         captum_best=captum_loop,
         captum_default=captum_loop,
         points=pts.shape[0],

@@ -9,7 +9,7 @@ from torch import nn
 
 import funcattr as fa
 
-from .common import Built, Case, Setup
+from .common import Built, Case, Limit, Setup
 
 
 def _split(model: nn.Module, quick: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
@@ -35,13 +35,14 @@ def gradcam(setup: Setup) -> Built:
     cap = LayerGradCam(model, layer)
     _check(ours(x), cap.attribute(x, target=t).detach(), "gradcam")
 
-    def limit():  # the model split at the layer: one forward, one backward from the score to the layer
-        a = body(x).detach().requires_grad_(True)
-        s = head(a).gather(1, t.view(-1, 1)).sum()
+    def rows(lo, hi):  # the model split at the layer: one forward, one backward from the score to the layer
+        a = body(x[lo:hi]).detach().requires_grad_(True)
+        s = head(a).gather(1, t[lo:hi].view(-1, 1)).sum()
         (g,) = torch.autograd.grad(s, a)
         return (g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True)
 
-    _check(ours(x), limit(), "gradcam limit")
+    limit = Limit(rows, B, x.device)
+    _check(ours(x), torch.cat(limit()), "gradcam limit")
     return Built(
         funcattr=lambda: ours(x),
         limit=limit,

@@ -5,8 +5,9 @@
     python -m benchmarks.run --quick --cases integrated_gradients occlusion
 
 The limit is the model's own plain batched forward (or forward+backward) over exactly the
-points the method evaluates, built by hand. Columns: seconds per call (median), the ratios
-funcattr/limit (target ≤ 1.05) and Captum/funcattr, and peak CUDA memory.
+points the method evaluates, built by hand and run in chunks of the fastest row count (a few
+are searched per case; ``limit rows`` in the table). Columns: seconds per call (median), the
+ratios funcattr/limit (target ≤ 1.05) and Captum/funcattr, and peak CUDA memory.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 import time
 
 import torch
 
+from . import common
 from .common import Setup, peak_memory, time_fns
 
 FAMILIES = ["cases_gradient", "cases_perturbation", "cases_layers", "cases_backward"]
@@ -57,10 +60,15 @@ def main(argv=None):
     p.add_argument("--cases", nargs="*", help="run only these cases")
     p.add_argument("--model", default="resnet18", choices=["resnet18", "resnet101"], help="model of the full (non-quick) run")
     p.add_argument("--no-captum-default", action="store_true", help="skip Captum's (slow) default-call column")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="wall time, or this process's CPU time (busy machines)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
     device = torch.device(a.device)
+    common.set_clock(a.clock)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     setup = Setup(device=device, quick=a.quick, repeat=a.repeat or (3 if a.quick else 10), model_full=a.model)
     torch.manual_seed(0)
     cases = all_cases()
@@ -73,7 +81,8 @@ def main(argv=None):
     head = (
         f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}"
         f" ({device.type}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
-        f"{'quick (small CNN, 32 px)' if a.quick else a.model + ', 224 px'}, {time.strftime('%Y-%m-%d')}"
+        f"{'quick (small CNN, 32 px)' if a.quick else a.model + ', 224 px'}, {time.strftime('%Y-%m-%d')}, "
+        f"{a.clock} clock, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}"
     )
     print(head, file=sys.stderr)
     for case in cases:
@@ -95,6 +104,7 @@ def main(argv=None):
             "note": built.note,
             "funcattr_s": times["funcattr"],
             "limit_s": times["limit"],
+            "limit_rows": getattr(built.limit, "chunk", None),
             "captum_s": times.get("captum_best"),
             "captum_default_s": times.get("captum_default"),
             "funcattr_over_limit": times["funcattr"] / times["limit"],
@@ -108,12 +118,13 @@ def main(argv=None):
         print(f"  {case.name}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
     print(f"\n{head}\n")
-    print("| case | points | funcattr | limit | funcattr/limit | Captum best | Captum default | Captum best/funcattr | Captum default/funcattr | peak mem (fa / limit / captum) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| case | points | funcattr | limit | limit rows | funcattr/limit | Captum best | Captum default | Captum best/funcattr | Captum default/funcattr | peak mem (fa / limit / captum) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         pk = r["peak_bytes"] or {}
         print(
             f"| {r['case']}{' (' + r['note'] + ')' if r['note'] else ''} | {r['points']} | {fmt(r['funcattr_s'], 's')} | {fmt(r['limit_s'], 's')} "
+            f"| {r['limit_rows'] or '—'} "
             f"| {fmt(r['funcattr_over_limit'])} | {fmt(r['captum_s'], 's')} | {fmt(r['captum_default_s'], 's')} "
             f"| {fmt(r['captum_over_funcattr'])} | {fmt(r['captum_default_over_funcattr'])} "
             f"| {' / '.join(fmt(pk.get(k), 'B') for k in ('funcattr', 'limit', 'captum_best'))} |"

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from . import _executor, _features, _random, _surrogate, _windows
+from . import _executor, _features, _incremental, _random, _surrogate, _windows
 from ._call import Call, begin, check_fn, mark
 from ._scores import gives_rows
 from ._fold import fold
@@ -140,7 +140,9 @@ def _per_feature(c: Call, feats: _features.Features, values: Tensor):
 # --------------------------------------------------------------------------- occlusion
 
 
-def occlusion(f: Callable, window, stride=None, baseline: Any = 0.0, *, batch_size=None, precision=None, progress=None):
+def occlusion(
+    f: Callable, window, stride=None, baseline: Any = 0.0, *, incremental=None, batch_size=None, precision=None, progress=None
+):
     """Occlusion (Zeiler & Fergus 2014) with Captum's semantics: a ``window`` box slides by
     ``stride`` over every non-batch dim (channels included; ``stride=None`` is 1), the last
     window in each dim is truncated at the border, and each element gets the output drop
@@ -151,8 +153,17 @@ def occlusion(f: Callable, window, stride=None, baseline: Any = 0.0, *, batch_si
 
     Tuple inputs take a tuple of windows (and of strides); all windows of all inputs are one
     stream of folded batches.
+
+    ``incremental``: for a CNN wrapped by ``fa.target``/``fa.outputs``, evaluate each window
+    only where its activations differ from the unoccluded ones (Krypton; same numbers up to
+    float rounding, a fraction of the work). ``None`` decides (when the model's ``torch.fx``
+    graph is known and it saves enough), ``True`` demands it (ValueError saying why not),
+    ``False`` turns it off. Per-example targets, ``fa.outputs`` (K scores) and per-example
+    baselines run incrementally; tuple inputs, extra model arguments, forward hooks, ops of
+    unknown in-place behaviour and batch norm in train mode take the plain path.
     """
     check_fn(f)
+    _incremental.check_flag(incremental)
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):
@@ -171,7 +182,9 @@ def occlusion(f: Callable, window, stride=None, baseline: Any = 0.0, *, batch_si
                 )
 
             n = 1 + sum(p.n for p in plans)
-            s = _evaluate(c, n, build, ("occlusion", tuple(specs)), "occlusion")
+            s = _incremental.scores(c, xs, plans, bases, incremental)
+            if s is None:
+                s = _evaluate(c, n, build, ("occlusion", tuple(specs)), "occlusion")
             drops = s[:1] - s[1:]
             return c.out(tuple(p.spread(drops[o - 1 : o - 1 + p.n]) for p, o in zip(plans, offs)))
 
