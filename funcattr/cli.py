@@ -1,4 +1,5 @@
-"""The ``funcattr`` command: ``funcattr demo`` and ``funcattr explain IMAGE``.
+"""The ``funcattr`` command: ``funcattr demo``, ``funcattr explain IMAGE`` and ``funcattr attribute``
+(a whole dataset; ``funcattr/_dataset_cli.py``).
 
 User errors (missing file, unknown method, bad target, offline download) print one line and
 exit with status 2; nothing prints a traceback for them.
@@ -262,7 +263,14 @@ def main(argv=None) -> int:
     e.add_argument("--target", default="top", help="class index, or 'top' for the predicted class")
     e.add_argument("--out", default=None, help="output PNG (default: IMAGE-METHOD.png)")
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    # --- funcattr attribute: a whole dataset into a store (funcattr/_dataset_cli.py) ---
+    from . import _dataset_cli
+
+    _dataset_cli.add_parser(sub)
+    # --- end funcattr attribute ---
     a = p.parse_args(argv)
+    if a.command == "attribute":  # funcattr attribute reports its own errors
+        return _dataset_cli.main(a)
     try:
         if a.command == "demo":
             for m in a.methods:
