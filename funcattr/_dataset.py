@@ -323,13 +323,15 @@ def _run(job: _Job, rk: Ranks, out: str, *, resume: bool, overwrite: bool, progr
     writer = _store.Writer.attach(out, job.B, job.N)
     mine = pending[rk.rank :: rk.world]
     bar = _Bar(job, writer, pending, rk) if progress and rk.rank == 0 else None
+    ok = False
     try:
         if mine:
             _stream(job, checked, writer, mine, bar)
         rk.wait_all(bar.poll if bar is not None else None)
+        ok = True
     finally:
         if bar is not None:
-            bar.close()
+            bar.close(keep=ok)  # a failed run's error is the last line, not the bar
     store = _store.Store(out)
     if rk.rank == 0 and not store.complete:  # every rank has finished: nothing may be missing
         missing = (~store.done).nonzero()[:, 0].tolist()
@@ -461,8 +463,9 @@ class _Bar:
         if n > self.bar.n:
             self.bar.update(n - self.bar.n)
 
-    def close(self) -> None:
-        if self.rk.distributed:
+    def close(self, keep: bool = True) -> None:
+        if self.rk.distributed and keep:
             self._last = 0.0
             self.poll()
+        self.bar.leave = keep
         self.bar.close()

@@ -219,6 +219,7 @@ def summary(paths: list[str]) -> None:
 def main(a: argparse.Namespace) -> int:
     from .cli import UserError, _load_model
     from ._distributed import FromRank0
+    from ._items import ItemError
 
     rank = int(os.environ.get("RANK", "0"))
     try:
@@ -251,7 +252,7 @@ def main(a: argparse.Namespace) -> int:
             print(f"wrote {a.out}: {len(store)} examples, {a.method} attributions {list(attrs.shape)} {a.dtype}, in {dt:.1f} s")
             if metrics:
                 summary([a.out])
-    except (UserError, ValueError, TypeError, IndexError, OSError, ImportError) as err:
+    except (UserError, ValueError, TypeError, IndexError, OSError, ImportError, ItemError) as err:
         if os.environ.get("FUNCATTR_DEBUG"):
             raise
         if rank == 0 or not isinstance(err, FromRank0):

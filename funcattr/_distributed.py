@@ -28,7 +28,9 @@ class FromRank0:
 
 
 def _rebuild(kind: str, message: str) -> Exception:
-    base = _ERRORS.get(kind, RuntimeError)
+    from ._items import ItemError
+
+    base = {**_ERRORS, "ItemError": ItemError}.get(kind, RuntimeError)
     cls = type(base.__name__, (base, FromRank0), {"__module__": base.__module__})
     return cls(message)
 

@@ -24,7 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Spec", "Batch", "Bad", "Checked", "collate"]
+__all__ = ["Spec", "Batch", "Bad", "Checked", "collate", "ItemError"]
+
+
+class ItemError(RuntimeError):
+    """``data[i]`` itself raised; the original traceback is attached as a note."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +95,7 @@ def _load(data: Any, i: int) -> Any:
     try:
         return data[i]
     except Exception as err:
-        e = RuntimeError(f"dataset item {i} could not be loaded: {type(err).__name__}: {err}")
-        raise e from err
+        raise ItemError(f"dataset item {i} could not be loaded: {type(err).__name__}: {err}") from err
 
 
 def _split(item: Any, i: int):
@@ -175,7 +178,7 @@ class Bad:
     cause: str = ""
 
     def error(self) -> Exception:
-        cls = {"TypeError": TypeError, "ValueError": ValueError}.get(self.kind, RuntimeError)
+        cls = {"TypeError": TypeError, "ValueError": ValueError}.get(self.kind, ItemError)
         err = cls(self.message)
         if self.cause:
             err.add_note(self.cause)
@@ -195,9 +198,9 @@ class Checked(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         try:
             item = _load(self.data, i)
-        except RuntimeError as err:
+        except ItemError as err:
             cause = "".join(traceback.format_exception(err.__cause__)) if err.__cause__ else ""
-            return Bad("RuntimeError", str(err), cause)
+            return Bad("ItemError", str(err), cause)
         try:
             return (i, *self.spec.check(item, i))
         except (TypeError, ValueError) as err:
