@@ -244,7 +244,8 @@ def main(a: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         store = fa.attribute_dataset(
             attr_fn, data, a.out, model=model, batch_size=a.batch_size, num_workers=a.num_workers, target=target,
-            metrics=metrics, dtype=a.dtype, overwrite=a.overwrite, progress=True, device=a.device, seed=a.seed,
+            metrics=metrics, dtype=a.dtype, overwrite=a.overwrite, progress=True, seed=a.seed,
+            device=a.device or ("cuda" if torch.cuda.is_available() else "cpu"),  # cuda means cuda:LOCAL_RANK
         )
         dt = time.perf_counter() - t0
         if rank == 0:

@@ -180,7 +180,7 @@ class Bad:
     def error(self) -> Exception:
         cls = {"TypeError": TypeError, "ValueError": ValueError}.get(self.kind, ItemError)
         err = cls(self.message)
-        if self.cause:
+        if self.cause and hasattr(err, "add_note"):  # Python >= 3.11
             err.add_note(self.cause)
         return err
 
