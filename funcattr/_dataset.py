@@ -81,6 +81,8 @@ def attribute_dataset(
     rank 0 writes the manifest and shows the progress bar. ``out`` must then be on a file
     system every process sees.
 
+    ``device``: default ``cuda:LOCAL_RANK`` under a launcher with CUDA, else the model's
+    device, else the CPU (``model`` is moved there). ``seed``: of each batch's random stream.
     ``num_workers``: DataLoader worker processes (default: 0 on CPU, where the model already
     uses every core; up to 4 per GPU). Returns the store, opened for reading
     (:func:`open_store`).
@@ -157,10 +159,14 @@ class _Job:
 
     def settings(self) -> dict:
         """What must be equal for two runs to write the same store."""
-        model = None if self.model is None else {"class": type(self.model).__qualname__, "weights": weights_sha256(self.model)}
+        known: dict[int, str] = {}
+        model = None
+        if self.model is not None:
+            known[id(self.model)] = weights_sha256(self.model)
+            model = {"class": type(self.model).__qualname__, "weights": known[id(self.model)]}
         return {
             "method": getattr(self.attr_fn, "__name__", type(self.attr_fn).__name__),
-            "attr_fn": describe(self.attr_fn),
+            "attr_fn": describe(self.attr_fn, known),
             "model": model,
             "dataset": {"length": self.N, "first_item": self.spec.sha256},
             "batch_size": self.B,

@@ -62,15 +62,16 @@ def weights_sha256(model: nn.Module) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def describe(obj: Any) -> Any:
-    """A JSON-able description of ``obj``, equal for equal functions built the same way."""
-    return _Describer().run(obj, 0)
+def describe(obj: Any, weights: dict[int, str] | None = None) -> Any:
+    """A JSON-able description of ``obj``, equal for equal functions built the same way.
+    ``weights``: known ``id(module) -> weights_sha256(module)``, to hash a big model once."""
+    return _Describer(weights).run(obj, 0)
 
 
 class _Describer:
-    def __init__(self):
+    def __init__(self, weights: dict[int, str] | None = None):
         self.seen: dict[int, str] = {}
-        self.modules: dict[int, str] = {}
+        self.modules: dict[int, str] = weights if weights is not None else {}
 
     def run(self, obj: Any, depth: int) -> Any:
         if obj is None or isinstance(obj, (bool, int, str)):
