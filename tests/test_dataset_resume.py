@@ -17,8 +17,8 @@ pytest.importorskip("zarr")
 import funcattr as fa  # noqa: E402
 
 # smoothgrad draws noise: it checks that each batch is seeded the same whoever computes it
-ARGS = ["attribute", "--data", "zoo:shapes:24", "--method", "smoothgrad", "--batch-size", "4", "--metrics", "pointing"]
-BATCHES = 6
+ARGS = ["attribute", "--data", "zoo:shapes:24", "--method", "smoothgrad", "--batch-size", "2", "--metrics", "pointing"]
+BATCHES = 12
 
 # `funcattr attribute ARGS`, killed by SIGKILL at the K-th file rename when DIE_AT_RENAME=K:
 # zarr writes every file to a temporary name and renames it, so this lands a kill between the
