@@ -8,7 +8,7 @@ window, feature and target of a call.
 """
 
 from ._executor import options
-from ._grad import input_of
+from ._sites import input_of
 from ._gradient import (
     blur_integrated_gradients,
     expected_gradients,

@@ -15,35 +15,12 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from . import _executor, _rules
-from ._call import Call, begin, check_fn, finish, mark
-from ._grad import _grads
+from . import _executor, _fold, _rules
+from ._call import Call, begin, check_fn, mark
+from ._gradient import _distribution
 from ._inputs import as_tuple, broadcast_baseline, restore
-from ._scores import as_scores
 
 __all__ = ["guided_backprop", "deconvolution", "deeplift", "deeplift_shap", "guided_gradcam"]
-
-
-def _with_rules(c: Call, kind: str, tag: str, *extra, eps: float = _rules.EPS) -> tuple:
-    """Run ``c``'s score function under ``kind``'s rules from now on; returns the executor key
-    (taken from the unwrapped function, so the memory probe is cached across calls)."""
-    key = c.key(tag, eps, *extra)
-    c.f = _rules.ruled(c.f, kind, eps)
-    return key
-
-
-def _grads_and_value(c: Call, pts: tuple[Tensor, ...], m: int) -> tuple[Tensor, Tensor]:
-    """One forward and one backward at ``m`` folded items: the gradient of the scores w.r.t.
-    the site's value ``[m, B, K, *layer]`` and that value ``[m*B, *layer]`` (detached)."""
-    a, kw = c.tiled(m)
-    with torch.enable_grad():
-        with c.site.hook() as box:
-            s, c.k_form = as_scores(c.f(*pts, *a, **kw))
-        value = box["value"]
-        if not s.requires_grad:
-            raise ValueError(f"the scores do not depend on {c.site.name} through differentiable operations")
-        (g,) = _grads(s, (value,), c.k_form)
-    return g.to(value.dtype).view(m, c.B, *g.shape[1:]), value.detach()
 
 
 # --------------------------------------------------------------------------- modified ReLU gradients
@@ -53,11 +30,12 @@ def _modified_relu(f: Callable, kind: str, name: str, wrt, batch_size, precision
     check_fn(f)
     opts = _executor.resolve(batch_size, precision, progress)
 
+    rules = _rules.mode(kind)
+
     def attr_fn(x, *args, **kwargs):
-        c = begin(f, x, args, kwargs, opts, grad=True, wrt=wrt)
-        key = _with_rules(c, kind, name)
-        gs = c.run(lambda lo, hi: tuple(g[0] for g in c.grads(c.xs, 1)), 1, key, desc=name.replace("_", " "))
-        return finish(c, gs)
+        with begin(f, x, args, kwargs, opts, grad=True, wrt=wrt, rules=rules, rules_key=kind) as c:
+            gs = c.run(lambda lo, hi: tuple(g[0] for g in c.grads(c.xs, 1)), 1, "grad", desc=name.replace("_", " "))
+            return c.finish(gs)
 
     return mark(attr_fn, name)
 
@@ -95,19 +73,19 @@ def _pairs(xs: tuple[Tensor, ...], bs: tuple[Tensor, ...]) -> tuple[Tensor, ...]
 def _deeplift_step(c: Call, xs, bs, m: int, multiply_by_inputs: bool) -> tuple[Tensor, ...]:
     """Attributions of ``m`` folded items of (x, baseline) pairs, summed over the items:
     ``xs``/``bs`` are ``[m, B, ...]``. Returns ``[B, K, ...]`` per input (or the layer)."""
-    pts = _pairs(c.fold(xs), c.fold(bs))
+    pts = _pairs(tuple(_fold.fold(x) for x in xs), tuple(_fold.fold(b) for b in bs))
     if c.site is None:
         gs = tuple(g[:m] for g in c.grads(pts, 2 * m))  # the x half: [m, B, K, ...]
         if not multiply_by_inputs:
             return tuple(g.sum(0) for g in gs)
         return tuple((g * (x - b).unsqueeze(2)).sum(0) for g, x, b in zip(gs, xs, bs))
-    g, value = _grads_and_value(c, pts, 2 * m)
-    g = g[:m]
+    gs, values = c.grads_and_value(pts, 2 * m)
+    gs = tuple(g[:m] for g in gs)
     if not multiply_by_inputs:
-        return (g.sum(0),)
+        return tuple(g.sum(0) for g in gs)
     n = m * c.B
-    diff = (value[:n] - value[n:]).view(m, c.B, *value.shape[1:])
-    return ((g * diff.unsqueeze(2)).sum(0),)
+    diffs = tuple((v[:n] - v[n:]).view(m, c.B, *v.shape[1:]) for v in values)
+    return tuple((g * d.unsqueeze(2)).sum(0) for g, d in zip(gs, diffs))
 
 
 def deeplift(
@@ -149,36 +127,18 @@ def deeplift(
     check_fn(f)
     opts = _executor.resolve(batch_size, precision, progress)
 
+    rules = _rules.mode("deeplift", eps)
+
     def attr_fn(x, *args, **kwargs):
-        c = begin(f, x, args, kwargs, opts, grad=True, wrt=wrt)
-        bs = broadcast_baseline(baseline, c.xs)
-        key = _with_rules(c, "deeplift", "deeplift", multiply_by_inputs, eps=eps)
-        xs1 = tuple(x.unsqueeze(0) for x in c.xs)
-        bs1 = tuple(b.expand_as(x).unsqueeze(0) for b, x in zip(bs, c.xs))
-        attrs = c.run(lambda lo, hi: _deeplift_step(c, xs1, bs1, 1, multiply_by_inputs), 1, key, desc="deeplift")
-        delta = c.delta(attrs, bs, c.xs) if return_delta else None
-        return finish(c, attrs, delta)
+        with begin(f, x, args, kwargs, opts, grad=True, wrt=wrt, rules=rules, rules_key=("deeplift", eps)) as c:
+            bs = broadcast_baseline(baseline, c.xs)
+            xs1 = tuple(x.unsqueeze(0) for x in c.xs)
+            bs1 = tuple(b.expand_as(x).unsqueeze(0) for b, x in zip(bs, c.xs))
+            attrs = c.run(lambda lo, hi: _deeplift_step(c, xs1, bs1, 1, multiply_by_inputs), 1, "deeplift", multiply_by_inputs, desc="deeplift")
+            delta = c.delta(attrs, bs, c.xs) if return_delta else None
+            return c.finish(attrs, delta)
 
     return mark(attr_fn, "deeplift", return_delta)
-
-
-def _distribution(baselines: Any, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    dist = baselines(*xs) if callable(baselines) else baselines
-    dist, _ = as_tuple(dist, "baselines")
-    if len(dist) != len(xs):
-        raise ValueError(f"baselines has {len(dist)} tensors but there are {len(xs)} inputs")
-    out = []
-    for i, (d, x) in enumerate(zip(dist, xs)):
-        if d.dim() != x.dim() or d.shape[1:] != x.shape[1:] or d.shape[0] < 1:
-            where = f"baselines[{i}]" if len(xs) > 1 else "baselines"
-            raise ValueError(
-                f"{where} must be a distribution [N_b, {', '.join(map(str, x.shape[1:]))}] of baselines, "
-                f"got shape {tuple(d.shape)}"
-            )
-        out.append(d.to(x.device, x.dtype if x.is_floating_point() else d.dtype))
-    if len({d.shape[0] for d in out}) != 1:
-        raise ValueError(f"all baselines tensors must hold the same number of baselines, got {[d.shape[0] for d in out]}")
-    return tuple(out)
 
 
 def deeplift_shap(
@@ -206,34 +166,35 @@ def deeplift_shap(
     check_fn(f)
     opts = _executor.resolve(batch_size, precision, progress)
 
+    rules = _rules.mode("deeplift", eps)
+
     def attr_fn(x, *args, **kwargs):
-        c = begin(f, x, args, kwargs, opts, grad=True, wrt=wrt)
-        dist = _distribution(baselines, c.xs)
-        Nb, B = dist[0].shape[0], c.B
-        key = _with_rules(c, "deeplift", "deeplift_shap", multiply_by_inputs, eps=eps)
+        with begin(f, x, args, kwargs, opts, grad=True, wrt=wrt, rules=rules, rules_key=("deeplift", eps)) as c:
+            dist = _distribution(baselines, c.xs)
+            Nb, B = dist[0].shape[0], c.B
 
-        def items(lo, hi):
-            m = hi - lo
-            xs = tuple(x.unsqueeze(0).expand(m, *x.shape) for x in c.xs)
-            bs = tuple(d[lo:hi].unsqueeze(1).expand(m, B, *d.shape[1:]) for d in dist)
-            return xs, bs, m
+            def items(lo, hi):
+                m = hi - lo
+                xs = tuple(x.unsqueeze(0).expand(m, *x.shape) for x in c.xs)
+                bs = tuple(d[lo:hi].unsqueeze(1).expand(m, B, *d.shape[1:]) for d in dist)
+                return xs, bs, m
 
-        def step(lo, hi):
-            xs, bs, m = items(lo, hi)
-            return _deeplift_step(c, xs, bs, m, multiply_by_inputs)
+            def step(lo, hi):
+                xs, bs, m = items(lo, hi)
+                return _deeplift_step(c, xs, bs, m, multiply_by_inputs)
 
-        total = c.run(step, Nb, key, desc="deeplift shap")
-        attrs = tuple(t / Nb for t in total)
-        delta = None
-        if return_delta:
+            total = c.run(step, Nb, "deeplift_shap", multiply_by_inputs, desc="deeplift shap")
+            attrs = tuple(t / Nb for t in total)
+            delta = None
+            if return_delta:
 
-            def scores(lo, hi):
-                _, bs, m = items(lo, hi)
-                return c.scores(c.fold(bs), m).sum(0)
+                def scores(lo, hi):
+                    _, bs, m = items(lo, hi)
+                    return c.scores(tuple(_fold.fold(b) for b in bs), m).sum(0)
 
-            s_base = c.run(scores, Nb, c.key("deeplift_shap_scores"), desc="deeplift shap delta") / Nb
-            delta = c.gap(attrs, c.scores(c.xs, 1)[0], s_base)
-        return finish(c, attrs, delta)
+                s_base = c.run(scores, Nb, "deeplift_shap_scores", desc="deeplift shap delta") / Nb
+                delta = c.gap(attrs, c.scores(c.xs, 1)[0], s_base)
+            return c.finish(attrs, delta)
 
     return mark(attr_fn, "deeplift_shap", return_delta)
 

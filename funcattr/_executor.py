@@ -9,6 +9,14 @@ are kept), runs under bf16 autocast when asked, and shows a tqdm bar when asked.
 
 Partial results are combined with ``combine="sum"`` (accumulate, O(1) memory in ``n``) or
 ``"cat"`` (concatenate along dim 0 in item order).
+
+The chunk plan is a function of the work (``key``: the function, the full input shapes and
+dtypes, the method), ``n``, ``B`` and the options — never of what ran before in the process
+(DESIGN §6): the memory cost of one item is measured on a probe whose result is discarded
+(once per key; the measurement is cached but is the same whenever it is taken), so the first
+call evaluates exactly the chunks every later identical call does, and identical calls are
+bitwise identical. On CUDA the budget follows free memory (rounded down to a power of two of
+items, so it rarely moves); pass ``batch_size=`` for a plan that never depends on memory.
 """
 
 from __future__ import annotations
@@ -19,8 +27,10 @@ import dataclasses
 from collections import OrderedDict
 from typing import Any, Callable
 
+import math
+
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
 __all__ = ["Options", "options", "resolve", "run"]
@@ -44,8 +54,15 @@ def _validate(batch_size=None, precision=None, progress=None, memory_budget=None
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if memory_budget is not None and (not isinstance(memory_budget, (int, float)) or memory_budget <= 0):
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None, got {progress!r}")
+    if memory_budget is not None and (
+        not isinstance(memory_budget, (int, float))
+        or isinstance(memory_budget, bool)
+        or not math.isfinite(memory_budget)
+        or memory_budget <= 0
+    ):
+        raise ValueError(f"memory_budget must be a positive, finite number of bytes, got {memory_budget!r}")
 
 
 @contextlib.contextmanager
@@ -89,14 +106,15 @@ def resolve(batch_size=None, precision=None, progress=None) -> Callable[[], Opti
     return current
 
 
-class _Meter(TorchDispatchMode):
-    """Counts bytes of every tensor produced (an upper bound of what a step keeps alive)."""
+class _Meter(TorchFunctionMode):
+    """Counts the bytes of every tensor a torch function returns while a step runs (an
+    estimate of what a chunk allocates; on CPU the budget is calibrated to this count)."""
 
     def __init__(self):
         super().__init__()
         self.bytes = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
 
         def count(t):
@@ -116,7 +134,8 @@ def _budget(device: torch.device, opts: Options) -> float:
         return float(opts.memory_budget)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return 0.6 * free
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return 0.6 * (free + cached)
     # On CPU, chunks that fit the caches beat one huge batch: resnet18 occlusion (441 windows)
     # took 8.3 s with 256 MiB chunks and 14.0 s with 2 GiB ones on a 2-core machine.
     return 256.0 * 2**20
@@ -149,6 +168,29 @@ def _cat(parts):
     return type(first)(_cat([p[i] for p in parts]) for i in range(len(first)))
 
 
+def _items_per_chunk(step, n: int, B: int, opts: Options, device: torch.device, key: Any) -> int:
+    """How many items one chunk evaluates: from ``batch_size``, else from the memory budget
+    and the measured cost of one item (a probe whose result is discarded)."""
+    if opts.batch_size is not None:
+        return max(1, opts.batch_size // B)
+    if n == 1:
+        return 1
+    ck = (key, device.type, opts.precision) if key is not None else None
+    cost = _cost_cache.get(ck) if ck is not None else None
+    if cost is None:
+        cost = _measure(step, device)
+        if ck is not None:
+            _cost_cache[ck] = cost
+            while len(_cost_cache) > 256:
+                _cost_cache.popitem(last=False)
+    else:
+        _cost_cache.move_to_end(ck)
+    per = max(1, int(_budget(device, opts) // max(cost, 1.0)))
+    if device.type == "cuda":  # free memory moves a little between calls; the plan should not
+        per = 1 << (per.bit_length() - 1)
+    return per
+
+
 def run(
     step: Callable[[int, int], Any],
     n: int,
@@ -160,56 +202,31 @@ def run(
     combine: str = "sum",
     desc: str = "funcattr",
 ) -> Any:
-    """Evaluate ``step`` over items ``0..n`` in memory-sized chunks and combine the results.
+    """Evaluate ``step`` over items ``0..n`` in chunks and combine the results.
 
-    ``key`` identifies the work's memory cost per row (function, shapes, dtype, grad); the
-    cost is measured once on a first one-item chunk (``B`` rows) and cached under it, so a
-    later call with another batch size scales it.
+    ``key`` identifies the work (function, full shapes and dtypes, method): the memory cost
+    of one item is measured once per key. Chunks are balanced (sizes differ by at most one).
     """
     if n < 1:
         raise ValueError("nothing to evaluate (0 work items)")
     if combine not in ("sum", "cat"):
         raise ValueError(combine)
     results = None if combine == "sum" else []
-
-    def keep(r):
-        nonlocal results
-        if combine == "sum":
-            results = _add(results, r)
-        else:
-            results.append(r)
-
-    if opts.batch_size is not None:
-        per = max(1, opts.batch_size // B)
-    else:
-        per = None
-        ck = (key, device.type, opts.precision) if key is not None else None
-        if ck is not None and ck in _cost_cache:
-            _cost_cache.move_to_end(ck)
-            per = max(1, int(_budget(device, opts) // max(_cost_cache[ck] * B, 1.0)))
-    lo = 0
+    with _autocast(device, opts.precision):
+        per = _items_per_chunk(step, n, B, opts, device, key)
     bar = None
     if opts.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc=desc, unit="item", leave=False)
+    lo = 0
     try:
         with _autocast(device, opts.precision):
-            if per is None:
-                # Measure one item; its result is kept, nothing is evaluated twice.
-                cost = _measure(step, device, keep)
-                lo = 1
-                if bar is not None:
-                    bar.update(1)
-                if key is not None:
-                    _cost_cache[(key, device.type, opts.precision)] = cost / B
-                    while len(_cost_cache) > 256:
-                        _cost_cache.popitem(last=False)
-                per = max(1, int(_budget(device, opts) // max(cost, 1.0)))
             while lo < n:
-                hi = min(n, lo + per)
+                chunks = -(-(n - lo) // per)
+                hi = lo + -(-(n - lo) // chunks)  # balanced: no tiny last chunk
                 try:
-                    keep(step(lo, hi))
+                    r = step(lo, hi)
                 except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError
                     if not _is_oom(err) or device.type != "cuda":
                         raise
@@ -222,6 +239,10 @@ def run(
                     torch.cuda.empty_cache()
                     per = max(1, (hi - lo) // 2)
                     continue
+                if combine == "sum":
+                    results = _add(results, r)
+                else:
+                    results.append(r)
                 if bar is not None:
                     bar.update(hi - lo)
                 lo = hi
@@ -233,15 +254,16 @@ def run(
     return results
 
 
-def _measure(step, device: torch.device, keep) -> float:
+def _measure(step, device: torch.device) -> float:
+    """Bytes one item (``step(0, 1)``) allocates; its result is discarded."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        keep(step(0, 1))
+        step(0, 1)
         torch.cuda.synchronize(device)
         return float(torch.cuda.max_memory_allocated(device) - base)
     meter = _Meter()
     with meter:
-        keep(step(0, 1))
+        step(0, 1)
     return float(meter.bytes)

@@ -14,9 +14,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from . import _executor, _quadrature
-from ._call import Call, begin, check_fn, finish, mark
-from ._inputs import as_tuple, broadcast_baseline, check_inputs, restore, tile, tile_args
+from . import _executor, _fold, _quadrature, _random
+from ._call import Call, attributions_of, begin, check_attr_fn, check_fn, mark
+from ._inputs import as_tuple, broadcast_baseline, check_finite, check_inputs, restore
 
 __all__ = [
     "saliency",
@@ -28,6 +28,11 @@ __all__ = [
     "noise_tunnel",
     "blur_integrated_gradients",
 ]
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    """Accumulate in the values' precision, at least float32."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 # --------------------------------------------------------------------------- local gradients
@@ -42,9 +47,9 @@ def saliency(f: Callable, abs: bool = True, *, wrt=None, batch_size=None, precis
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):
-        c = begin(f, x, args, kwargs, opts, grad=True, wrt=wrt)
-        gs = c.run(lambda lo, hi: tuple(g[0] for g in c.grads(c.xs, 1)), 1, c.key("grad"))
-        return finish(c, tuple(g.abs() if abs else g for g in gs))
+        with begin(f, x, args, kwargs, opts, grad=True, wrt=wrt) as c:
+            gs = c.run(lambda lo, hi: tuple(g[0] for g in c.grads(c.xs, 1)), 1, "grad")
+            return c.finish(tuple(g.abs() if abs else g for g in gs))
 
     return mark(attr_fn, "saliency")
 
@@ -59,15 +64,60 @@ def input_x_gradient(f: Callable, *, wrt=None, batch_size=None, precision=None, 
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):
-        c = begin(f, x, args, kwargs, opts, grad=True, wrt=wrt)
-        gs = c.run(lambda lo, hi: tuple(g[0] for g in c.grads(c.xs, 1)), 1, c.key("grad"))
-        vals = c.xs if c.site is None else (c.layer(c.xs),)
-        return finish(c, tuple(g * v.unsqueeze(1) for g, v in zip(gs, vals)))
+        with begin(f, x, args, kwargs, opts, grad=True, wrt=wrt) as c:
+            if c.site is None:
+                gs = c.run(lambda lo, hi: tuple(g[0] for g in c.grads(c.xs, 1)), 1, "grad")
+                return c.finish(tuple(g * v.unsqueeze(1) for g, v in zip(gs, c.xs)))
+
+            def step(lo, hi):
+                gs, values = c.grads_and_value(c.xs, 1)
+                return tuple(g[0] * v.unsqueeze(1) for g, v in zip(gs, values))
+
+            return c.finish(c.run(step, 1, "grad_value"))
 
     return mark(attr_fn, "input_x_gradient")
 
 
 # --------------------------------------------------------------------------- path methods
+
+
+def _integral(c: Call, path: Callable, steps: int, method: str, dtype: torch.dtype, tag: tuple, desc: str):
+    """The path-integral primitive, ``Σ_k w_k ∇f(γ(α_k)) · γ'(α_k)`` over the quadrature
+    nodes, for ``[B, K, ...]`` per input (or for the site).
+
+    ``path(alphas[m]) -> (points, velocity)``: points a tuple of ``[m, B, ...]`` (at the
+    inputs, or at the site's value when the call has a site) and the velocity ``γ'`` a tuple
+    of ``[m, B, ...]``, or None for a straight line, whose constant velocity the caller
+    applies once to the sum."""
+    alphas, weights = _quadrature.nodes(method, steps, c.device, dtype)
+
+    def step(lo, hi):
+        m = hi - lo
+        pts, vel = path(alphas[lo:hi])
+        if c.site is None:
+            gs = c.grads(tuple(_fold.fold(p) for p in pts), m)
+        else:
+            gs = c.grads(tuple(_fold.tile(x, m) for x in c.xs), m, inject=tuple(_fold.fold(p) for p in pts))
+        if vel is not None:
+            gs = tuple(g * v.unsqueeze(2) for g, v in zip(gs, vel))
+        return tuple(
+            torch.tensordot(weights[lo:hi].to(_acc(g.dtype)), g.to(_acc(g.dtype)), dims=([0], [0])) for g in gs
+        )
+
+    return c.run(step, steps, "path", method, *tag, desc=desc)
+
+
+def _line(starts: tuple[Tensor, ...], diffs: tuple[Tensor, ...], B: int) -> Callable:
+    """The straight path ``start + α·diff`` as ``[m, B, ...]`` points (one fused op)."""
+
+    def path(a):
+        m = a.shape[0]
+        return tuple(
+            torch.addcmul(s.unsqueeze(0), a.view(m, *[1] * d.dim()).to(d.dtype), d.unsqueeze(0)).expand(m, B, *d.shape[1:])
+            for s, d in zip(starts, diffs)
+        ), None
+
+    return path
 
 
 def integrated_gradients(
@@ -83,46 +133,34 @@ def integrated_gradients(
     precision=None,
     progress=None,
 ):
-    """Integrated gradients (Sundararajan et al. 2017) with Captum's quadrature exactly::
+    """Integrated gradients (Sundararajan et al. 2017) with Captum's quadrature exactly: the
+    path integral (``fa.path_integral``'s primitive) along the straight line from
+    ``baseline`` to ``x``, times ``x − baseline``::
 
         ig = fa.integrated_gradients(f, baseline=0.0, steps=200)
         ig(x)                                    # [B, 3, 224, 224] -> [B, 3, 224, 224]
 
     ``wrt=layer`` integrates in that layer's activation space between the activations of
     ``baseline`` (an *input* baseline) and of ``x`` (Captum's LayerIntegratedGradients).
+    Gradients are accumulated in the inputs' precision (at least float32).
     """
     check_fn(f)
     _quadrature.check(method, steps)
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):
-        c = begin(f, x, args, kwargs, opts, grad=True, wrt=wrt)
-        bs = broadcast_baseline(baseline, c.xs)
-        alphas, weights = _quadrature.nodes(method, steps, c.device, c.xs[0].dtype if c.xs[0].is_floating_point() else torch.float32)
-        if c.site is None:
-            starts, diffs = bs, tuple(x - b for x, b in zip(c.xs, bs))
-        else:  # the path runs between the layer's values at the baseline and at x
-            pair = c.layer(tuple(torch.cat([x, b.expand_as(x)]) for x, b in zip(c.xs, bs)))
-            starts, diffs = (pair[c.B:],), (pair[: c.B] - pair[c.B:],)
-
-        def step(lo, hi):
-            m = hi - lo
-            a = alphas[lo:hi]
-            path = tuple(  # start + α·diff as one fused op, [m, B, ...]
-                torch.addcmul(s.unsqueeze(0), a.view(m, *[1] * d.dim()), d.unsqueeze(0)).expand(m, c.B, *d.shape[1:])
-                for s, d in zip(starts, diffs)
-            )
+        with begin(f, x, args, kwargs, opts, grad=True, wrt=wrt) as c:
+            bs = broadcast_baseline(baseline, c.xs)
             if c.site is None:
-                gs = c.grads(c.fold(path), m)
-            else:
-                gs = c.grads(tuple(tile(x, m) for x in c.xs), m, inject=c.fold(path)[0])
-            w = weights[lo:hi]
-            return tuple(torch.tensordot(w, g.float(), dims=([0], [0])) for g in gs)
-
-        total = c.run(step, steps, c.key("ig"), desc="integrated gradients")
-        attrs = tuple(t * d.unsqueeze(1) for t, d in zip(total, diffs)) if multiply_by_inputs else total
-        delta = c.delta(attrs, bs, c.xs) if return_delta else None
-        return finish(c, attrs, delta)
+                starts, diffs = bs, tuple(x - b for x, b in zip(c.xs, bs))
+            else:  # the path runs between the layers' values at the baseline and at x
+                pair = c.layer(tuple(torch.cat([x, b.expand_as(x)]) for x, b in zip(c.xs, bs)))
+                starts, diffs = tuple(h[c.B :] for h in pair), tuple(h[: c.B] - h[c.B :] for h in pair)
+            dtype = diffs[0].dtype
+            total = _integral(c, _line(starts, diffs, c.B), steps, method, dtype, ("ig",), "integrated gradients")
+            attrs = tuple(t * d.unsqueeze(1) for t, d in zip(total, diffs)) if multiply_by_inputs else total
+            delta = c.delta(attrs, bs, c.xs) if return_delta else None
+            return c.finish(attrs, delta)
 
     return mark(attr_fn, "integrated_gradients", return_delta)
 
@@ -154,26 +192,21 @@ def path_integral(
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):
-        c = begin(f, x, args, kwargs, opts, grad=True)
-        alphas, weights = _quadrature.nodes(method, steps, c.device, c.xs[0].dtype)
+        with begin(f, x, args, kwargs, opts, grad=True) as c:
 
-        def step(lo, hi):
-            m = hi - lo
-            a = alphas[lo:hi]
-            pts, vel = torch.func.jvp(lambda t: tuple(path(c.xs, t)), (a,), (torch.ones_like(a),))
-            for p, x in zip(pts, c.xs):
-                if p.shape != (m, *x.shape):
-                    raise ValueError(f"path returned points of shape {tuple(p.shape)}, expected {(m, *x.shape)}")
-            gs = c.grads(c.fold(tuple(p.detach() for p in pts)), m)
-            w = weights[lo:hi]
-            return tuple(torch.tensordot(w, g.float() * v.unsqueeze(2).float(), dims=([0], [0])) for g, v in zip(gs, vel))
+            def curve(a):
+                pts, vel = torch.func.jvp(lambda t: tuple(path(c.xs, t)), (a,), (torch.ones_like(a),))
+                for p, x in zip(pts, c.xs):
+                    if p.shape != (a.shape[0], *x.shape):
+                        raise ValueError(f"path returned points of shape {tuple(p.shape)}, expected {(a.shape[0], *x.shape)}")
+                return tuple(p.detach() for p in pts), vel
 
-        attrs = c.run(step, steps, c.key("path", id(path)), desc="path integral")
-        delta = None
-        if return_delta:
-            start = tuple(p[0] for p in path(c.xs, torch.zeros(1, device=c.device, dtype=c.xs[0].dtype)))
-            delta = c.delta(attrs, start, c.xs)
-        return finish(c, attrs, delta)
+            attrs = _integral(c, curve, steps, method, c.xs[0].dtype, ("path", id(path)), "path integral")
+            delta = None
+            if return_delta:
+                start = tuple(p[0] for p in path(c.xs, torch.zeros(1, device=c.device, dtype=c.xs[0].dtype)))
+                delta = c.delta(attrs, start, c.xs)
+            return c.finish(attrs, delta)
 
     return mark(attr_fn, "path_integral", return_delta)
 
@@ -229,9 +262,45 @@ def _check_samples(samples, name="samples"):
 
 def _stdevs(stdev, n: int) -> tuple[float, ...]:
     st = tuple(stdev) if isinstance(stdev, (tuple, list)) else (stdev,) * n
-    if len(st) != n or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s >= 0 for s in st):
-        raise ValueError(f"stdev must be a non-negative number or a tuple of {n} of them, got {stdev!r}")
+    if len(st) != n or not all(
+        isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s >= 0 for s in st
+    ):
+        raise ValueError(f"stdev must be a non-negative, finite number or a tuple of {n} of them, got {stdev!r}")
     return tuple(float(s) for s in st)
+
+
+def _noise_float(xs: tuple[Tensor, ...], st: tuple[float, ...], what: str) -> None:
+    for i, (x, s) in enumerate(zip(xs, st)):
+        if s > 0 and not x.is_floating_point():
+            where = f"x[{i}]" if len(xs) > 1 else "x"
+            raise TypeError(
+                f"{what} adds Gaussian noise to the inputs, which must be floating point; {where} has dtype {x.dtype}. "
+                "For token ids attribute at the embedding (wrt=embedding) without input noise (stdev=0)"
+            )
+
+
+def _distribution(baselines: Any, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """A baseline distribution ``[N_b, ...]`` per input (a tensor, a tuple, or a callable of
+    the inputs returning one), checked: same example shape, at least one, finite."""
+    dist = baselines(*xs) if callable(baselines) else baselines
+    dist, _ = as_tuple(dist, "baselines")
+    if len(dist) != len(xs):
+        raise ValueError(f"baselines has {len(dist)} tensors but there are {len(xs)} inputs")
+    out = []
+    for i, (d, x) in enumerate(zip(dist, xs)):
+        where = f"baselines[{i}]" if len(xs) > 1 else "baselines"
+        if d.dim() != x.dim() or d.shape[1:] != x.shape[1:]:
+            raise ValueError(
+                f"{where} must be a distribution [N_b, {', '.join(map(str, x.shape[1:]))}] of baselines, "
+                f"got shape {tuple(d.shape)}"
+            )
+        if d.shape[0] < 1:
+            raise ValueError(f"{where} holds no baselines (dim 0 is 0); give at least one")
+        check_finite(d, where)
+        out.append(d.to(x.device, x.dtype if x.is_floating_point() else d.dtype))
+    if len({d.shape[0] for d in out}) != 1:
+        raise ValueError(f"all baselines tensors must hold the same number of baselines, got {[d.shape[0] for d in out]}")
+    return tuple(out)
 
 
 def gradient_shap(
@@ -242,6 +311,7 @@ def gradient_shap(
     multiply_by_inputs: bool = True,
     return_delta: bool = False,
     *,
+    generator: torch.Generator | None = None,
     wrt=None,
     batch_size=None,
     precision=None,
@@ -252,54 +322,65 @@ def gradient_shap(
     distribution, or a callable returning one), ``α ~ U(0, 1)`` and ``x̃ = x + N(0, stdev²)``::
 
         fa.gradient_shap(f, baselines=torch.zeros(8, 3, 32, 32), samples=20)(x)
+
+    Draws come from ``generator`` (a ``torch.Generator``) when given, so a result is
+    reproducible without touching the global RNG. With ``wrt=layer`` the points are
+    interpolated in input space and the gradient taken at the layer (Captum's
+    ``LayerGradientShap``); integer inputs (token ids) are interpolated in the layer's space
+    instead, between its values at the baseline and at ``x``.
     """
     check_fn(f)
     _check_samples(samples)
+    _random.check_generator(generator)
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):
-        c = begin(f, x, args, kwargs, opts, grad=True, wrt=wrt)
-        dist = baselines(*c.xs) if callable(baselines) else baselines
-        dist, _ = as_tuple(dist, "baselines")
-        if len(dist) != len(c.xs):
-            raise ValueError(f"baselines has {len(dist)} tensors but there are {len(c.xs)} inputs")
-        for i, (d, x) in enumerate(zip(dist, c.xs)):
-            if d.dim() != x.dim() or d.shape[1:] != x.shape[1:]:
-                raise ValueError(
-                    f"baselines{'[%d]' % i if len(dist) > 1 else ''} must be a distribution [N_b, {', '.join(map(str, x.shape[1:]))}], "
-                    f"got shape {tuple(d.shape)}"
-                )
-        st = _stdevs(stdev, len(c.xs))
-        S, B, dev = samples, c.B, c.device
-        # one draw for the whole call: baseline ids, α and noise, sample-major [S, B, ...]
-        idx = torch.randint(dist[0].shape[0], (S, B), device=dev)
-        alpha = torch.rand(S, B, device=dev)
-        noisy = tuple(x.unsqueeze(0) + s * torch.randn(S, *x.shape, device=dev, dtype=x.dtype) if s > 0 else x.unsqueeze(0).expand(S, *x.shape) for x, s in zip(c.xs, st))
-        base = tuple(d.to(dev, x.dtype)[idx] for d, x in zip(dist, c.xs))  # [S, B, ...]
+        with begin(f, x, args, kwargs, opts, grad=True, wrt=wrt) as c:
+            dist = _distribution(baselines, c.xs)
+            st = _stdevs(stdev, len(c.xs))
+            _noise_float(c.xs, st, "gradient_shap")
+            S, B, dev = samples, c.B, c.device
+            # one draw for the whole call: baseline ids, α and noise, sample-major [S, B, ...]
+            idx = _random.randint(dist[0].shape[0], (S, B), generator, dev)
+            alpha = _random.rand((S, B), generator, dev)
+            noisy = tuple(
+                x.unsqueeze(0) + s * _random.randn((S, *x.shape), generator, dev, x.dtype) if s > 0 else x.unsqueeze(0).expand(S, *x.shape)
+                for x, s in zip(c.xs, st)
+            )
+            base = tuple(d[idx] for d in dist)  # [S, B, ...]
+            in_layer = c.site is not None and not all(x.is_floating_point() for x in c.xs)
 
-        def bcast(t, like):
-            return t.view(*t.shape, *[1] * (like.dim() - t.dim()))
+            def bcast(t, like):
+                return t.view(*t.shape, *[1] * (like.dim() - t.dim())).to(like.dtype)
 
-        def step(lo, hi):
-            m = hi - lo
-            nz, bz, al = tuple(n[lo:hi] for n in noisy), tuple(b[lo:hi] for b in base), alpha[lo:hi]
-            pts = tuple(b + bcast(al, n).to(n.dtype) * (n - b) for n, b in zip(nz, bz))
-            gs = c.grads(c.fold(pts), m)
-            if not multiply_by_inputs:
-                return tuple(g.float().sum(0) for g in gs)
-            if c.site is None:
-                diffs = tuple(n - b for n, b in zip(nz, bz))
-            else:
-                la = c.layer(c.fold(nz)) - c.layer(c.fold(bz))
-                diffs = (la.view(m, B, *la.shape[1:]),)
-            return tuple((g.float() * d.unsqueeze(2)).sum(0) for g, d in zip(gs, diffs))
+            def step(lo, hi):
+                m = hi - lo
+                nz, bz, al = tuple(n[lo:hi] for n in noisy), tuple(b[lo:hi] for b in base), alpha[lo:hi]
+                if in_layer:  # interpolate between the layers' values (token ids do not interpolate)
+                    hn = tuple(_fold.unfold(h, m) for h in c.layer(tuple(_fold.fold(n) for n in nz)))
+                    hb = tuple(_fold.unfold(h, m) for h in c.layer(tuple(_fold.fold(b) for b in bz)))
+                    pts = tuple(b + bcast(al, n) * (n - b) for n, b in zip(hn, hb))
+                    gs = c.grads(tuple(_fold.fold(n) for n in nz), m, inject=tuple(_fold.fold(p) for p in pts))
+                    diffs = tuple(n - b for n, b in zip(hn, hb))
+                else:
+                    pts = tuple(b + bcast(al, n) * (n - b) for n, b in zip(nz, bz))
+                    gs = c.grads(tuple(_fold.fold(p) for p in pts), m)
+                    if multiply_by_inputs and c.site is not None:
+                        hn = c.layer(tuple(_fold.fold(n) for n in nz))
+                        hb = c.layer(tuple(_fold.fold(b) for b in bz))
+                        diffs = tuple(_fold.unfold(n - b, m) for n, b in zip(hn, hb))
+                    else:
+                        diffs = tuple(n - b for n, b in zip(nz, bz))
+                if not multiply_by_inputs:
+                    return tuple(g.to(_acc(g.dtype)).sum(0) for g in gs)
+                return tuple((g.to(_acc(g.dtype)) * d.unsqueeze(2)).sum(0) for g, d in zip(gs, diffs))
 
-        total = c.run(step, S, c.key("gshap", multiply_by_inputs), desc="gradient shap")
-        attrs = tuple(t / S for t in total)
-        delta = None
-        if return_delta:  # Captum: per example and sample, against the sample's noisy input and baseline
-            delta = _sample_deltas(c, attrs, noisy, base)
-        return finish(c, attrs, delta)
+            total = c.run(step, S, "gshap", multiply_by_inputs, in_layer, desc="gradient shap")
+            attrs = tuple(t / S for t in total)
+            delta = None
+            if return_delta:  # per example: against the samples' noisy inputs and baselines
+                delta = _sample_deltas(c, attrs, noisy, base)
+            return c.finish(attrs, delta)
 
     return mark(attr_fn, "gradient_shap", return_delta)
 
@@ -307,8 +388,8 @@ def gradient_shap(
 def _sample_deltas(c: Call, attrs, ends, starts) -> Tensor:
     """Σ attr − mean_s (f(end_s) − f(start_s)), per example: the completeness gap of the mean."""
     S = ends[0].shape[0]
-    s_end = c.scores(c.fold(ends), S).mean(0)
-    s_start = c.scores(c.fold(starts), S).mean(0)
+    s_end = c.scores(tuple(_fold.fold(e) for e in ends), S).mean(0)
+    s_start = c.scores(tuple(_fold.fold(s) for s in starts), S).mean(0)
     return c.gap(attrs, s_end, s_start)
 
 
@@ -327,7 +408,9 @@ def expected_gradients(f: Callable, baselines: Any, samples: int = 5, **kw):
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
-def noise_tunnel(attr_fn: Callable, samples: int = 5, stdev: float = 1.0, kind: str = "smoothgrad"):
+def noise_tunnel(
+    attr_fn: Callable, samples: int = 5, stdev: float = 1.0, kind: str = "smoothgrad", *, generator: torch.Generator | None = None
+):
     """SmoothGrad and friends around *any* attribution function (Captum's ``NoiseTunnel``).
 
     The ``samples`` noisy copies are folded into one batch of ``samples * B`` rows and handed to
@@ -339,10 +422,12 @@ def noise_tunnel(attr_fn: Callable, samples: int = 5, stdev: float = 1.0, kind: 
 
     ``stdev`` is absolute (per input tensor if a tuple), like Captum's ``stdevs``; kinds:
     ``smoothgrad`` (mean), ``smoothgrad_sq`` (mean of squares), ``vargrad`` (variance).
+    Per-example values of the wrapped method (targets, baselines, masks, arguments) keep one
+    entry per example: they follow the noisy copies. Noise comes from ``generator`` when given.
     """
-    if not callable(attr_fn):
-        raise TypeError(f"attr_fn must be an attribution function, got {type(attr_fn).__name__}")
+    check_attr_fn(attr_fn, "noise_tunnel")
     _check_samples(samples)
+    _random.check_generator(generator)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     with_delta = getattr(attr_fn, "returns_delta", False)
@@ -351,26 +436,28 @@ def noise_tunnel(attr_fn: Callable, samples: int = 5, stdev: float = 1.0, kind: 
         xs, is_tuple = as_tuple(x)
         B = check_inputs(xs, grad=False)
         st = _stdevs(stdev, len(xs))
+        _noise_float(xs, st, "noise_tunnel")
         S = samples
-        noisy = tuple(  # sample-major: rows s*B .. s*B + B - 1 are sample s
-            tile(x, S) + (s * torch.randn(S * B, *x.shape[1:], device=x.device, dtype=x.dtype) if s > 0 else 0)
-            for x, s in zip(xs, st)
-        )
-        shape: dict = {}
+        with _fold.examples(xs, args, kwargs):
+            noisy = tuple(  # sample-major: rows s*B .. s*B + B - 1 are sample s
+                _fold.tile(x, S) + s * _random.randn((S * B, *x.shape[1:]), generator, x.device, x.dtype) if s > 0 else _fold.tile(x, S)
+                for x, s in zip(xs, st)
+            )
+            shape: dict = {}
 
-        def step(lo, hi):  # samples lo..hi-1 as one folded batch of (hi - lo) * B rows
-            m = hi - lo
-            a, kw = tile_args(args, kwargs, B, m)
-            res = attr_fn(restore(tuple(n[lo * B : hi * B] for n in noisy), is_tuple), *a, **kw)
-            if with_delta:
-                res, d = res
-            parts, shape["tuple"] = as_tuple(res, "attributions")
-            out = tuple(r.view(m, B, *r.shape[1:]) for r in parts)
-            return out + ((d.view(m, B, *d.shape[1:]),) if with_delta else ())
+            def step(lo, hi):  # samples lo..hi-1 as one folded batch of (hi - lo) * B rows
+                m = hi - lo
+                chunk = tuple(n[lo * B : hi * B] for n in noisy)
+                res = attr_fn(restore(chunk, is_tuple), *args, **kwargs)
+                if with_delta:
+                    res, d = res
+                parts, shape["tuple"] = attributions_of(res, chunk, "noise_tunnel", attr_fn)
+                out = tuple(_fold.unfold(r, m) for r in parts)
+                return out + ((_fold.unfold(d, m),) if with_delta else ())
 
-        # all samples in one call to attr_fn when memory allows, else in chunks of samples
-        key = ("noise_tunnel", id(attr_fn), tuple((t.shape[1:], t.dtype) for t in xs))
-        res = _executor.run(step, S, B, opts=_executor._current.get(), device=xs[0].device, key=key, combine="cat")
+            # all samples in one call to attr_fn when memory allows, else in chunks of samples
+            key = ("noise_tunnel", id(attr_fn), tuple((t.shape, t.dtype) for t in xs))
+            res = _executor.run(step, S, B, opts=_executor._current.get(), device=xs[0].device, key=key, combine="cat")
         parts, delta = (res[:-1], res[-1].movedim(0, 1)) if with_delta else (res, None)
         outs = []
         for r in parts:

@@ -9,8 +9,8 @@ module holds the methods that need a layer's value and its gradient from the *sa
 of a layer into a score function so that any method applied to it is neuron attribution.
 
 Every layer is named by a module (its output) or ``fa.input_of(module)`` (its input); the
-module's value is read with a temporary hook (``Site.hook``) that is gone when the call
-returns.
+module's value is read with a hook of the call's own (``_sites.capture``) that is gone when
+the call returns.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _executor, _quadrature
-from ._call import begin, check_fn, finish, mark
-from ._grad import InputOf, Site, _grads, site_of
+from . import _executor, _fold, _quadrature
+from ._autodiff import grads, traced
+from ._call import begin, check_fn, mark
 from ._inputs import as_tuple, broadcast_baseline, check_inputs
-from ._scores import as_scores
+from ._sites import InputOf, Sites, read, site_of
 
 __all__ = ["gradcam", "upsample", "cam", "activation", "conductance", "neuron", "Neuron"]
 
@@ -33,10 +33,11 @@ __all__ = ["gradcam", "upsample", "cam", "activation", "conductance", "neuron", 
 # --------------------------------------------------------------------------- shared pieces
 
 
-def _layer_site(layer: Any, name: str = "layer") -> Site:
-    if isinstance(layer, (nn.Module, InputOf)):
-        return site_of(layer)
-    raise TypeError(f"{name} must be an nn.Module or fa.input_of(module), got {type(layer).__name__}")
+def _layer_site(layer: Any, name: str = "layer") -> Sites:
+    """A module, ``fa.input_of(module)``, or a list of them (several layers in one forward)."""
+    if isinstance(layer, (nn.Module, InputOf, list, tuple)):
+        return site_of(layer, name)
+    raise TypeError(f"{name} must be an nn.Module, fa.input_of(module) or a list of them, got {type(layer).__name__}")
 
 
 def _spatial(t: Tensor, first: int) -> tuple[int, ...]:
@@ -68,27 +69,31 @@ def gradcam(
     ``layer`` is a module (its output) or ``fa.input_of(module)`` (its input; Captum's
     ``attribute_to_layer_input``). ``sum_channels=False`` (Captum's ``attr_dim_summation``)
     returns the per-channel terms ``[B, C, *spatial]``. A layer without spatial dims
-    (``[B, C]``) gets no averaging, like Captum's.
+    (``[B, C]``) gets no averaging, like Captum's. A layer whose output is a tuple (or whose
+    several inputs, with ``fa.input_of``) gives a tuple of maps, one per tensor; a list of
+    layers gives a list of maps, from one forward.
     """
     check_fn(f)
     _layer_site(layer)  # validate now, at construction
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):
-        c = begin(f, x, args, kwargs, opts, grad=True, wrt=layer)
+        with begin(f, x, args, kwargs, opts, grad=True, wrt=layer) as c:
 
-        def step(lo, hi):
-            g, A = c.grads_and_value(c.xs, 1)
-            g = g[0]  # [B, K, C, *spatial]
-            if g.dim() > 3:
-                g = g.mean(_spatial(g, 3), keepdim=True)
-            t = g * A.unsqueeze(1)
-            if sum_channels:
-                t = t.sum(2, keepdim=True)
-            return (F.relu(t) if relu else t,)
+            def one(g, A):
+                g = g[0]  # [B, K, C, *spatial]
+                if g.dim() > 3:
+                    g = g.mean(_spatial(g, 3), keepdim=True)
+                t = g * A.unsqueeze(1)
+                if sum_channels:
+                    t = t.sum(2, keepdim=True)
+                return F.relu(t) if relu else t
 
-        (res,) = c.run(step, 1, c.key("gradcam", relu, sum_channels), desc="gradcam")
-        return finish(c, (res,))
+            def step(lo, hi):
+                gs, values = c.grads_and_value(c.xs, 1)
+                return tuple(one(g, A) for g, A in zip(gs, values))
+
+            return c.finish(c.run(step, 1, "gradcam", relu, sum_channels, desc="gradcam"))
 
     return mark(attr_fn, "gradcam")
 
@@ -151,65 +156,42 @@ def cam(f: Callable, layer: Any, *, batch_size=None, precision=None, progress=No
     what = "fa.cam needs a layer whose output the score reads only through global average pooling and a linear layer"
 
     def attr_fn(x, *args, **kwargs):
-        c = begin(f, x, args, kwargs, opts, grad=True, wrt=layer)
+        with begin(f, x, args, kwargs, opts, grad=True, wrt=layer) as c:
+            return c.finish(c.run(lambda lo, hi: step(c), 1, "cam", desc="cam"))
 
-        def step(lo, hi):
-            g, A = c.grads_and_value(c.xs, 1)
-            g = g[0]  # [B, K, C, *spatial]
-            if g.dim() < 4:
-                raise ValueError(f"{what}; {site.name} has shape {tuple(A.shape)}, with no spatial dims")
-            sp = _spatial(g, 3)
-            mean = g.mean(sp, keepdim=True)
-            tol = (2e-2 if c.opts.precision == "bf16" else 1e-4) * g.abs().amax().clamp_min(1e-30)
-            var = (g - mean).abs().amax()
-            if var > tol:
-                raise ValueError(
-                    f"{what} (CAM, Zhou et al.): the gradient w.r.t. {site.name} varies over the spatial "
-                    f"positions of a channel (by {var.item():.3g}, max |grad| {g.abs().amax().item():.3g}), so "
-                    "the head after it is not global-average-pool + linear. Use fa.gradcam(f, layer) instead."
-                )
-            (g0,) = c.grads(c.xs, 1, inject=torch.zeros_like(A))
-            g0 = g0[0]
-            gap = (g0 - g).abs().amax()
-            if gap > tol:
-                raise ValueError(
-                    f"{what} (CAM, Zhou et al.): the gradient w.r.t. {site.name} changes when the activations "
-                    f"change (by {gap.item():.3g}), so the head after the average pool is not linear. "
-                    "Use fa.gradcam(f, layer) instead."
-                )
-            hw = A[0, 0].numel()
-            return ((mean * A.unsqueeze(1)).sum(2, keepdim=True) * hw,)
-
-        (res,) = c.run(step, 1, c.key("cam"), desc="cam")
-        return finish(c, (res,))
+    def step(c):
+        gs, values = c.grads_and_value(c.xs, 1)
+        if len(gs) != 1:
+            raise ValueError(f"{what}; {site.name} holds {len(gs)} tensors: give one layer with a single output")
+        g, A = gs[0][0], values[0]  # [B, K, C, *spatial], [B, C, *spatial]
+        if g.dim() < 4:
+            raise ValueError(f"{what}; {site.name} has shape {tuple(A.shape)}, with no spatial dims")
+        sp = _spatial(g, 3)
+        mean = g.mean(sp, keepdim=True)
+        tol = (2e-2 if c.opts.precision == "bf16" else 1e-4) * g.abs().amax().clamp_min(1e-30)
+        var = (g - mean).abs().amax()
+        if var > tol:
+            raise ValueError(
+                f"{what} (CAM, Zhou et al.): the gradient w.r.t. {site.name} varies over the spatial "
+                f"positions of a channel (by {var.item():.3g}, max |grad| {g.abs().amax().item():.3g}), so "
+                "the head after it is not global-average-pool + linear. Use fa.gradcam(f, layer) instead."
+            )
+        (g0,) = c.grads(c.xs, 1, inject=(torch.zeros_like(A),))
+        g0 = g0[0]
+        gap = (g0 - g).abs().amax()
+        if gap > tol:
+            raise ValueError(
+                f"{what} (CAM, Zhou et al.): the gradient w.r.t. {site.name} changes when the activations "
+                f"change (by {gap.item():.3g}), so the head after the average pool is not linear. "
+                "Use fa.gradcam(f, layer) instead."
+            )
+        hw = A[0, 0].numel()
+        return ((mean * A.unsqueeze(1)).sum(2, keepdim=True) * hw,)
 
     return mark(attr_fn, "cam")
 
 
 # --------------------------------------------------------------------------- reading a layer
-
-
-class _Stop(Exception):
-    """Raised from a forward hook once the value is read: the rest of the forward is skipped."""
-
-
-def _read(model: Callable, site: Site, inputs: tuple, args: tuple, kwargs: dict) -> Tensor:
-    """Run ``model`` until ``site`` has run and return its value (in the graph, not detached).
-    The hooks are removed before returning."""
-
-    def stop(*_):
-        raise _Stop
-
-    with site.hook(detach=False) as box:
-        mod = site.module
-        handle = mod.register_forward_pre_hook(stop) if site.of_input else mod.register_forward_hook(stop)
-        try:
-            model(*inputs, *args, **kwargs)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-    return box["value"]
 
 
 def activation(model: Callable, layer: Any):
@@ -229,7 +211,8 @@ def activation(model: Callable, layer: Any):
         xs, _ = as_tuple(x)
         check_inputs(xs, grad=False)
         with torch.no_grad():
-            return _read(model, site, xs, args, kwargs).detach()
+            box = read(model, site, xs, args, kwargs)
+        return box.layout.restore(tuple(v.detach() for v in box.values))
 
     act_fn.__name__ = act_fn.__qualname__ = "activation"
     return act_fn
@@ -241,6 +224,8 @@ class Neuron:
     Callable like any score function; ``.select(value)`` applies the index to a layer value.
     """
 
+    k_form = False
+
     def __init__(self, model: Callable, layer: Any, index: Any):
         if not callable(model):
             raise TypeError(f"model must be callable, got {type(model).__name__}")
@@ -249,35 +234,45 @@ class Neuron:
         self.index = _check_index(index)
 
     def __call__(self, *inputs, **kwargs):
-        return self.select(_read(self.model, self.site, inputs, (), kwargs))
+        box = read(self.model, self.site, inputs, (), kwargs)
+        return self.select(box.layout.restore(box.values))
 
-    def select(self, value: Tensor) -> Tensor:
-        """The neuron's value per row of a layer value ``[N, *layer] -> [N]``."""
-        idx, N = self.index, value.shape[0]
+    def select(self, value: Tensor | tuple) -> Tensor:
+        """The neuron's value per row of a layer value ``[N, *layer] -> [N]`` (a callable
+        index also gets a layer's tuple of tensors)."""
+        idx = self.index
+        N = (value[0] if isinstance(value, (tuple, list)) else value).shape[0]
         if callable(idx):
             out = idx(value)
-            if not isinstance(out, Tensor) or out.shape != (N,):
+            if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != N or out[0].numel() != 1:
                 raise ValueError(
                     f"the neuron index function must return one value per example, shape ({N},), got "
                     f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"
                 )
-            return out
+            return out.reshape(N)
+        if isinstance(value, (tuple, list)):
+            raise ValueError(
+                f"{self.site.name} gives {len(value)} tensors; name the neuron with a callable index "
+                "(value tuple -> one value per example)"
+            )
         shape = tuple(value.shape[1:])
         where = f"neuron index {idx} for {self.site.name}, whose values have shape {shape} per example"
         if len(idx) > len(shape):
-            raise IndexError(f"{where}: too many indices")
+            raise ValueError(f"{where}: too many indices")
         for d, i in enumerate(idx):
             if isinstance(i, int) and not -shape[d] <= i < shape[d]:
-                raise IndexError(f"{where}: index {i} is out of range for dim {d} of size {shape[d]}")
+                raise ValueError(f"{where}: index {i} is out of range for dim {d} of size {shape[d]}")
         has_slice = any(isinstance(i, slice) for i in idx)
-        if not has_slice and len(idx) < len(shape):
-            raise IndexError(
+        if not has_slice and len(idx) < len(shape) and any(d != 1 for d in shape[len(idx) :]):
+            raise ValueError(
                 f"{where}: give {len(shape)} indices to name one neuron (or slices to sum a group of them)"
             )
         out = value[(slice(None), *idx)]
+        if not has_slice and out.dim() > 1:  # a partial index over singleton dims names one neuron
+            out = out.reshape(N)
         if has_slice:
             if out[0].numel() == 0:
-                raise IndexError(f"{where}: the slices select no neurons")
+                raise ValueError(f"{where}: the slices select no neurons")
             out = out.reshape(N, -1).sum(1)
         return out
 
@@ -315,8 +310,10 @@ def neuron(model: Callable, layer: Any, index: Any) -> Neuron:
         fa.conductance(fa.target(model, 3), n)(x)              # NeuronConductance
 
     ``index`` names the neuron in the layer's value without the batch dim: an int, a tuple of
-    ints, a tuple with slices (the selected neurons are summed, as in Captum), or a callable
-    ``value[N, *layer] -> Tensor[N]``. ``fa.input_of(module)`` reads the module's input
+    ints (fewer than the layer's dims when the rest are singletons, ``(c,)`` on ``[B, C, 1, 1]``),
+    a tuple with slices (the selected neurons are summed, as in Captum), or a callable
+    ``value[N, *layer] -> Tensor[N]`` — any aggregate per example, e.g. ``lambda h: h.sum((1, 2, 3))``
+    (it gets the tuple of tensors of a layer with a tuple output). ``fa.input_of(module)`` reads the module's input
     (Captum's ``attribute_to_neuron_input``). The forward stops once the layer has run, so
     the rest of the model is not evaluated; the model's output is not used.
     """
@@ -375,29 +372,27 @@ def conductance(
         return _neuron_conductance(f, layer, steps, method, baseline, opts)
 
     def attr_fn(x, *args, **kwargs):
-        c = begin(f, x, args, kwargs, opts, grad=True, wrt=layer)
-        _check_float(c.xs)
-        bs = broadcast_baseline(baseline, c.xs)
-        alphas, _ = _quadrature.nodes(method, steps + 1, c.device, c.xs[0].dtype)
-        carry: dict[str, Any] = {"next": 0}
+        with begin(f, x, args, kwargs, opts, grad=True, wrt=layer) as c:
+            _check_float(c.xs)
+            bs = broadcast_baseline(baseline, c.xs)
+            alphas, _ = _quadrature.nodes(method, steps + 1, c.device, c.xs[0].dtype)
 
-        def step(lo, hi):  # path points lo..hi-1 of steps + 1, in order
-            if lo != carry["next"]:
-                raise RuntimeError("conductance: the executor must evaluate the path points in order")
-            m, a = hi - lo, alphas[lo:hi]
-            pts = c.fold(
-                tuple(b.unsqueeze(0) + a.view(m, *[1] * x.dim()) * (x - b).unsqueeze(0) for x, b in zip(c.xs, bs))
-            )
-            g, h = c.grads_and_value(pts, m)
-            h = h.view(m, c.B, *h.shape[1:])
-            G, H = (g, h) if lo == 0 else (torch.cat([carry["g"], g]), torch.cat([carry["h"], h]))
-            part = (G[:-1].float() * (H[1:] - H[:-1]).unsqueeze(2).float()).sum(0)
-            carry.update(g=g[-1:], h=h[-1:], next=hi)
-            return (part,)
+            def step(lo, hi):  # terms lo..hi-1 need path points lo..hi (the last one shared with the next chunk)
+                m, a = hi - lo + 1, alphas[lo : hi + 1]
+                pts = tuple(
+                    _fold.fold(b.unsqueeze(0) + a.view(m, *[1] * x.dim()) * (x - b).unsqueeze(0)) for x, b in zip(c.xs, bs)
+                )
+                gs, hs = c.grads_and_value(pts, m)
+                out = []
+                for g, h in zip(gs, hs):
+                    h = _fold.unfold(h, m)
+                    acc = torch.promote_types(g.dtype, torch.float32)
+                    out.append((g[:-1].to(acc) * (h[1:] - h[:-1]).unsqueeze(2).to(acc)).sum(0))
+                return tuple(out)
 
-        attrs = c.run(step, steps + 1, c.key("conductance"), desc="conductance")
-        delta = c.delta(attrs, bs, c.xs) if return_delta else None
-        return finish(c, attrs, delta)
+            attrs = c.run(step, steps, "conductance", method, desc="conductance")
+            delta = c.delta(attrs, bs, c.xs) if return_delta else None
+            return c.finish(attrs, delta)
 
     return mark(attr_fn, "conductance", return_delta)
 
@@ -413,36 +408,37 @@ def _check_float(xs: tuple[Tensor, ...]) -> None:
 
 def _neuron_conductance(f: Callable, nrn: Neuron, steps: int, method: str, baseline: Any, opts):
     def attr_fn(x, *args, **kwargs):
-        c = begin(f, x, args, kwargs, opts, grad=True)
-        bs = broadcast_baseline(baseline, c.xs)
-        alphas, weights = _quadrature.nodes(method, steps, c.device, c.xs[0].dtype)
-        diffs = tuple(x - b for x, b in zip(c.xs, bs))
+        with begin(f, x, args, kwargs, opts, grad=True) as c:
+            bs = broadcast_baseline(baseline, c.xs)
+            alphas, weights = _quadrature.nodes(method, steps, c.device, c.xs[0].dtype)
+            diffs = tuple(x - b for x, b in zip(c.xs, bs))
 
-        def step(lo, hi):
-            m, a = hi - lo, alphas[lo:hi]
-            pts = c.fold(tuple(b.unsqueeze(0) + a.view(m, *[1] * d.dim()) * d.unsqueeze(0) for b, d in zip(bs, diffs)))
-            a_, kw = c.tiled(m)
-            with torch.enable_grad():
-                leaves = tuple(p.detach().requires_grad_(True) for p in pts)
-                with nrn.site.hook(detach=False) as box:
-                    s, c.k_form = as_scores(c.f(*leaves, *a_, **kw))
-                h = box["value"]
-                n = nrn.select(h)
-                if not (s.requires_grad and n.requires_grad):
-                    raise ValueError(f"the scores and the neuron must depend on the inputs ({nrn!r})")
-                gx = torch.autograd.grad(n.sum(), leaves, retain_graph=True, allow_unused=True)
-                (gh,) = _grads(s, (h,), c.k_form)  # [N, K, *layer]
-            N, K = gh.shape[:2]
-            mid = nrn.select(gh.reshape(N * K, *gh.shape[2:])).view(m, c.B, K)
-            w = weights[lo:hi].view(m, 1, 1) * mid.float()
-            return tuple(
-                torch.zeros(c.B, K, *x.shape[1:], device=c.device)
-                if gi is None
-                else (w.view(m, c.B, K, *[1] * (x.dim() - 1)) * gi.view(m, c.B, 1, *x.shape[1:]).float()).sum(0)
-                for gi, x in zip(gx, c.xs)
-            )
+            def step(lo, hi):
+                m, a = hi - lo, alphas[lo:hi]
+                pts = tuple(_fold.fold(b.unsqueeze(0) + a.view(m, *[1] * d.dim()) * d.unsqueeze(0)) for b, d in zip(bs, diffs))
+                a_, kw = c.tiled(m * c.B)
+                # one forward: the neuron's gradient w.r.t. the inputs and the scores' w.r.t. the layer
+                with traced(c.f, pts, a_, kw, sites=nrn.site, mode="observe") as (s, leaves, box):
+                    if len(box.values) != 1:
+                        raise ValueError(f"neuron conductance needs a layer with one tensor; {nrn.site.name} gives {len(box.values)}")
+                    h = box.value
+                    n = nrn.select(h)
+                    if not n.requires_grad:
+                        raise ValueError(f"the neuron must depend on the inputs ({nrn!r})")
+                    gx = torch.autograd.grad(n.sum(), leaves, retain_graph=True, allow_unused=True)
+                    (gh,) = grads(s, (h,))  # [N, K, *layer]
+                N, K = gh.shape[:2]
+                mid = _fold.unfold(nrn.select(gh.reshape(N * K, *gh.shape[2:])).view(N, K), m)
+                acc = torch.promote_types(c.xs[0].dtype, torch.float32)
+                w = weights[lo:hi].view(m, 1, 1).to(acc) * mid.to(acc)
+                return tuple(
+                    torch.zeros(c.B, K, *x.shape[1:], device=c.device, dtype=acc)
+                    if gi is None
+                    else (w.view(m, c.B, K, *[1] * (x.dim() - 1)) * _fold.unfold(gi, m).unsqueeze(2).to(acc)).sum(0)
+                    for gi, x in zip(gx, c.xs)
+                )
 
-        total = c.run(step, steps, c.key("neuron_conductance", id(nrn), method), desc="neuron conductance")
-        return finish(c, tuple(t * d.unsqueeze(1) for t, d in zip(total, diffs)))
+            total = c.run(step, steps, "neuron_conductance", id(nrn), method, desc="neuron conductance")
+            return c.finish(tuple(t * d.unsqueeze(1) for t, d in zip(total, diffs)))
 
     return mark(attr_fn, "conductance")

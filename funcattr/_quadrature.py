@@ -44,8 +44,9 @@ def _nodes(method: str, steps: int) -> tuple[tuple[float, ...], tuple[float, ...
 
 
 def nodes(method: str, steps: int, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(alphas[steps], weights[steps])``; weights are float32 like Captum's step sizes.
-    The tensors are cached per device and dtype: treat them as read-only."""
+    """``(alphas[steps], weights[steps])``: alphas in ``dtype``, weights in ``dtype``'s
+    precision but at least float32 (Captum's step sizes are float32). The tensors are cached
+    per device and dtype: treat them as read-only."""
     check(method, steps)
     return _tensors(method, steps, torch.device(device), dtype)
 
@@ -53,4 +54,4 @@ def nodes(method: str, steps: int, device, dtype=torch.float32) -> tuple[torch.T
 @functools.lru_cache(maxsize=64)
 def _tensors(method: str, steps: int, device: torch.device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     a, w = _nodes(method, steps)
-    return torch.tensor(a, device=device, dtype=dtype), torch.tensor(w, device=device, dtype=torch.float32)
+    return torch.tensor(a, device=device, dtype=dtype), torch.tensor(w, device=device, dtype=torch.promote_types(dtype, torch.float32))

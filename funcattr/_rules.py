@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.autograd import Function
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["ruled", "rules", "KINDS", "EPS"]
+__all__ = ["mode", "rules", "KINDS", "EPS"]
 
 KINDS = ("guided", "deconv", "deeplift")
 EPS = 1e-10
@@ -531,21 +531,15 @@ def rules(kind: str, rows: int | None = None, leaves: tuple = (), eps: float = E
         yield
 
 
-def ruled(f: Callable, kind: str, eps: float = EPS) -> Callable:
-    """``f`` with the rules of ``kind`` active while it runs (and only then)."""
+def mode(kind: str, eps: float = EPS) -> Callable:
+    """The rules of ``kind`` as the ``rules=`` argument of the gradient primitive: a callable
+    of the evaluation points returning the context ``f`` runs in."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
-    def run(*args, **kwargs):
-        if not torch.is_grad_enabled():  # scores only (deltas): plain forward
-            return f(*args, **kwargs)
+    def enter(xs: tuple[Tensor, ...]):
         if kind != "deeplift":
-            with _Mode(kind):
-                return f(*args, **kwargs)
-        leaves = tuple(a for a in args if isinstance(a, Tensor))
-        rows = next((t.shape[0] for t in leaves if t.dim() > 0), None)
-        with rules(kind, rows, leaves, eps):
-            return f(*args, **kwargs)
+            return _Mode(kind)
+        return rules(kind, xs[0].shape[0], xs, eps)
 
-    run.__wrapped__ = f
-    return run
+    return enter

@@ -15,26 +15,22 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["target", "outputs", "per_example", "prepare", "as_scores"]
+from . import _fold
+
+__all__ = ["target", "outputs", "per_example", "prepare", "as_scores", "k_form", "batch_value", "gives_rows"]
 
 _NO_TARGET = object()
-
-
-def _tiled(idx: Tensor, N: int, what: str) -> Tensor:
-    n = idx.shape[0]
-    if N % n != 0:
-        raise ValueError(f"{what} has {n} entries but the batch has {N} rows; give one entry per example")
-    return idx.repeat(N // n, *([1] * (idx.dim() - 1))) if N != n else idx
 
 
 def _check_range(idx: Tensor, size: int, what: str) -> None:
     if idx.numel() and (int(idx.min()) < -size or int(idx.max()) >= size):
         bad = int(idx.max()) if int(idx.max()) >= size else int(idx.min())
-        raise IndexError(f"{what} {bad} is out of range for a model output with {size} entries in that dim")
+        raise ValueError(f"{what} {bad} is out of range for a model output with {size} entries in that dim")
 
 
 def select(out: Tensor, t: Any, name: str = "target") -> Tensor:
-    """Captum's ``_select_targets``, checked: the selected scores, one row per example."""
+    """Captum's ``_select_targets``, checked: the selected scores, one row per example.
+    Per-example targets are laid out for a folded batch by ``_fold.layout``."""
     if t is None:
         return out
     N = out.shape[0]
@@ -46,32 +42,32 @@ def select(out: Tensor, t: Any, name: str = "target") -> Tensor:
         t = (t,)
     if isinstance(t, tuple):
         if len(t) > out.dim() - 1:
-            raise IndexError(f"{name} {t} has {len(t)} indices but the model output has shape {tuple(out.shape)}")
+            raise ValueError(f"{name} {t} has {len(t)} indices but the model output has shape {tuple(out.shape)}")
         for d, i in enumerate(t):
-            if not isinstance(i, int):
+            if not isinstance(i, int) or isinstance(i, bool):
                 raise TypeError(f"{name} entries must be ints, got {type(i).__name__}")
             _check_range(torch.tensor([i]), out.shape[1 + d], name)
         return out[(slice(None), *t)]
     if isinstance(t, list):
+        t = _fold.layout(t, N, name)
         if t and isinstance(t[0], tuple):
-            idx = torch.tensor(t, device=out.device, dtype=torch.long)  # [B, d]
+            idx = torch.tensor(t, device=out.device, dtype=torch.long)  # [N, d]
         else:
             if not all(isinstance(i, int) and not isinstance(i, bool) for i in t):
                 raise TypeError(f"{name} as a list must hold ints (or tuples of ints), one per example")
             idx = torch.tensor(t, device=out.device, dtype=torch.long)
     elif isinstance(t, Tensor):
-        if t.dtype.is_floating_point or t.dtype == torch.bool:
+        if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
             raise TypeError(f"{name} tensor must hold integer class indices, got dtype {t.dtype}")
         if t.dim() > 2:
             raise ValueError(f"{name} tensor must be 1-D (one index per example), got shape {tuple(t.shape)}")
-        idx = t.to(out.device, torch.long)
+        idx = _fold.layout(t, N, name).to(out.device, torch.long)
     else:
         raise TypeError(f"{name} must be None, an int, a tuple, a list or a 1-D tensor, got {type(t).__name__}")
     if idx.dim() == 1:
         idx = idx.unsqueeze(1)
     if out.dim() < 1 + idx.shape[1]:
-        raise IndexError(f"{name} indexes {idx.shape[1]} dims but the model output has shape {tuple(out.shape)}")
-    idx = _tiled(idx, N, name)
+        raise ValueError(f"{name} indexes {idx.shape[1]} dims but the model output has shape {tuple(out.shape)}")
     for d in range(idx.shape[1]):
         _check_range(idx[:, d], out.shape[1 + d], name)
     rows = torch.arange(N, device=out.device)
@@ -80,6 +76,8 @@ def select(out: Tensor, t: Any, name: str = "target") -> Tensor:
 
 class Target:
     """``f(*x, *args, target=..., **kw) -> Tensor[N]``: one score per example."""
+
+    k_form = False
 
     def __init__(self, model: Callable, target: Any = _NO_TARGET):
         if not callable(model):
@@ -98,8 +96,8 @@ class Target:
         if not isinstance(out, Tensor):
             raise TypeError(f"the model must return a Tensor, got {type(out).__name__}")
         s = select(out, t)
-        if s.dim() == 2 and s.shape[1] == 1 and t is None:
-            s = s[:, 0]
+        if s.dim() > 1 and t is None and all(d == 1 for d in s.shape[1:]):
+            s = s.reshape(s.shape[0])
         if s.dim() != 1:
             raise ValueError(
                 f"the selected output has shape {tuple(s.shape)}; a method needs one score per example. "
@@ -128,6 +126,8 @@ def target(model: Callable, target: Any = _NO_TARGET) -> Target:
 class Outputs:
     """``f(*x, *args, **kw) -> Tensor[N, K]``: K scores per example."""
 
+    k_form = True
+
     def __init__(self, model: Callable, indices: Tensor | None = None, topk: int | None = None, per_row: bool = False):
         self.model = model
         self.indices = indices
@@ -154,7 +154,7 @@ class Outputs:
             raise ValueError(f"fa.outputs needs a model returning [B, C] scores, got {getattr(out, 'shape', type(out))}")
         idx = self.indices.to(out.device)
         if self.per_row:
-            idx = _tiled(idx, out.shape[0], "topk indices")
+            idx = _fold.layout(idx, out.shape[0], "topk indices")
             _check_range(idx, out.shape[1], "output index")
             return out.gather(1, idx)
         _check_range(idx, out.shape[1], "output index")
@@ -214,25 +214,64 @@ def per_example(g: Callable, *, randomness: str = "error") -> Callable:
 
 
 def prepare(f: Callable, xs: tuple, args: tuple, kwargs: dict) -> Callable:
-    """Give a score function a chance to fix data-dependent choices (topk) on the inputs."""
+    """Give a score function a chance to fix data-dependent choices (topk) — on the user's
+    examples when a call is in progress (not on the noisy or perturbed copies a wrapper
+    hands on), else on ``xs``."""
     p = getattr(f, "prepare", None)
     if p is None:
         return f
+    ex = _fold.current()
+    if ex is not None:
+        xs, args, kwargs = ex.xs, ex.args, ex.kwargs
     return p(*xs, *args, **kwargs)
 
 
-def as_scores(out: Any) -> tuple[Tensor, bool]:
-    """A score function's output → ``([N, K] scores, k_form)``; checks it is 1-D or 2-D."""
+def k_form(f: Callable) -> bool | None:
+    """Whether ``f`` gives K scores per example (``fa.outputs``), one (``fa.target``,
+    ``fa.neuron``), or None when only its outputs tell (K > 1 columns)."""
+    return getattr(f, "k_form", None)
+
+
+def as_scores(out: Any, rows: int) -> Tensor:
+    """A score function's output → ``[rows, K]`` scores. One score per example may come as
+    ``[B]`` or ``[B, 1, ...]``; K scores as ``[B, K]``."""
     if not isinstance(out, Tensor):
         raise TypeError(
             f"the function to explain must return a Tensor of scores, got {type(out).__name__}; "
             "wrap a model with fa.target(model, target)"
         )
+    if out.dim() == 0 or out.shape[0] != rows:
+        raise ValueError(
+            f"the function to explain returned shape {tuple(out.shape)} for a batch of {rows} rows; it must return "
+            "one row of scores per example (dim 0 = the batch)"
+        )
     if out.dim() == 1:
-        return out.unsqueeze(1), False
+        return out.unsqueeze(1)
     if out.dim() == 2:
-        return out, True
+        return out
+    if all(d == 1 for d in out.shape[1:]):
+        return out.reshape(rows, 1)
     raise ValueError(
         f"the function to explain returned shape {tuple(out.shape)}; it must return one score per "
         "example [B] or K scores [B, K]. Wrap the model with fa.target(model, target) or fa.outputs(model, [...])"
     )
+
+
+def batch_value(out: Any, rows: int) -> Tensor | None:
+    """One value for the whole batch — a Python number, a 0-d tensor, or a one-element tensor
+    when the batch has more than one row — as a 0-d tensor; None for anything else."""
+    if isinstance(out, (int, float)) and not isinstance(out, bool):
+        return torch.tensor(float(out), dtype=torch.float64)  # a Python float is a double
+    if isinstance(out, Tensor) and out.numel() == 1 and (out.dim() == 0 or rows > 1):
+        return out.reshape(())
+    return None
+
+
+def gives_rows(f: Callable, kwargs: dict) -> bool:
+    """Whether ``f`` is known to give one row of scores per example (a target is chosen, or
+    K outputs, or a neuron); otherwise only its output tells (it may give one value for
+    the whole batch, e.g. a dataset-level loss)."""
+    if isinstance(f, Target):
+        t = kwargs.get("target") if f.target is _NO_TARGET else f.target
+        return t is not None
+    return getattr(f, "k_form", None) is not None

@@ -5,7 +5,8 @@ import torch
 
 import funcattr as fa
 from funcattr import _executor
-from funcattr._inputs import broadcast_baseline, tile, tile_args
+from funcattr import _fold
+from funcattr._inputs import broadcast_baseline
 
 
 def test_oom_halves_the_chunk_and_keeps_finished_work():
@@ -23,7 +24,7 @@ def test_oom_halves_the_chunk_and_keeps_finished_work():
     done = [c for c in calls if c[1] - c[0] <= 3]
     # every item evaluated exactly once among the successful calls
     assert sorted(i for lo, hi in done for i in range(lo, hi)) == list(range(11))
-    assert calls[0] == (0, 8) and calls[1] == (0, 4) and calls[2] == (0, 2)
+    assert calls[0] == (0, 6) and calls[1] == (0, 3)  # balanced chunks of at most 8, then halved
 
 
 def test_oom_on_a_single_item_says_what_to_do():
@@ -51,22 +52,25 @@ def test_sum_combination_matches_one_big_chunk():
     assert a[0].item() == b[0].item() == 45 and a[1].item() == 10
 
 
-def test_first_call_measures_one_item_then_uses_the_budget():
-    sizes = []
+def test_the_plan_is_the_same_on_the_first_call_and_later_ones():
+    calls = []
 
     def step(lo, hi):
-        sizes.append(hi - lo)
-        x = torch.ones(hi - lo, 1000)  # ~4 kB per item
+        calls.append((lo, hi))
+        x = torch.ones(hi - lo, 1000)  # ~8 kB per item (the ones and the product)
         return (x * 2).sum()
 
     key = ("test-measure",)
     with fa.options(memory_budget=40_000):
         _executor.run(step, 20, 1, opts=_executor._current.get(), device=torch.device("cpu"), key=key)
-        first = list(sizes)
-        sizes.clear()
+        first = list(calls)
+        calls.clear()
         _executor.run(step, 20, 1, opts=_executor._current.get(), device=torch.device("cpu"), key=key)
-    assert first[0] == 1 and 1 < max(first) < 20
-    assert sizes[0] > 1  # cached: no probe on the second call
+    assert first[0] == (0, 1)  # the probe, whose result is discarded
+    assert first[1:] == calls  # then exactly the chunks of every later call
+    assert all(1 < hi - lo < 20 for lo, hi in calls)  # sized by the budget
+    sizes = {hi - lo for lo, hi in calls}
+    assert max(sizes) - min(sizes) <= 1  # balanced: no tiny last chunk
 
 
 def test_options_nest_and_restore():
@@ -91,10 +95,12 @@ def test_method_options_win_over_block_options():
 
 def test_fold_layout_is_work_major():
     x = torch.arange(3).view(3, 1)
-    assert tile(x, 2).flatten().tolist() == [0, 1, 2, 0, 1, 2]
-    a, kw = tile_args((torch.arange(3), 7, [1, 2, 3]), {"target": torch.tensor([5, 6, 7]), "s": "x"}, 3, 2)
+    assert _fold.tile(x, 2).flatten().tolist() == [0, 1, 2, 0, 1, 2]
+    with _fold.examples((x,)):
+        a, kw = _fold.tile_args((torch.arange(3), 7, [1, 2, 3]), {"target": torch.tensor([5, 6, 7]), "s": "x"}, 6)
     assert a[0].tolist() == [0, 1, 2, 0, 1, 2] and a[1] == 7 and a[2] == [1, 2, 3, 1, 2, 3]
     assert kw["target"].tolist() == [5, 6, 7, 5, 6, 7] and kw["s"] == "x"
+    assert _fold.unfold(_fold.fold(torch.arange(12).view(2, 3, 2)), 2).tolist() == torch.arange(12).view(2, 3, 2).tolist()
 
 
 def test_baseline_forms():
@@ -102,8 +108,10 @@ def test_baseline_forms():
     for b in [0.5, torch.ones(3, 2), torch.ones(1, 3, 2), torch.ones(4, 3, 2), torch.ones(1, 1, 2)]:
         (bb,) = broadcast_baseline(b, (x,))
         assert torch.broadcast_shapes(bb.shape, x.shape) == x.shape
-    with pytest.raises(ValueError, match="does not broadcast"):
+    with pytest.raises(ValueError, match="baseline has 2 entries but the batch has 4 examples"):
         broadcast_baseline(torch.ones(2, 3, 2), (x,))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        broadcast_baseline(torch.ones(4, 2, 2), (x,))
     with pytest.raises(ValueError, match="tuple of 2"):
         broadcast_baseline((0.0, 1.0), (x,))
     with pytest.raises(TypeError, match="number or a tensor"):

@@ -14,6 +14,8 @@ from helpers import close
 from models import Linear, two_input_net
 from torch import nn
 
+from funcattr.metrics import _randomization
+
 import funcattr as fa
 from funcattr import metrics
 
@@ -204,7 +206,7 @@ def test_sensitivity_matches_captum_ig_and_radius_argument(net, img):
     close(ours, theirs, rtol=1e-3, atol=1e-5)
 
 
-def test_sensitivity_one_folded_call_and_tiled_kwargs(net, img):
+def test_sensitivity_one_folded_call_and_per_example_kwargs(net, img):
     calls = []
     sal = fa.saliency(fa.target(net))
 
@@ -213,11 +215,16 @@ def test_sensitivity_one_folded_call_and_tiled_kwargs(net, img):
         return sal(x, target=target)
 
     t = torch.tensor([1, 0, 4])
-    metrics.sensitivity_max(attr_fn, img, samples=7, target=t)
-    assert calls == [(3, 3), (21, 21)]  # x once, then all samples in ONE folded call
+    torch.manual_seed(0)
+    whole = metrics.sensitivity_max(attr_fn, img, samples=7, target=t)
+    # x once, then all samples in ONE folded call; the target keeps one entry per example
+    # (the attribution call folds it with the copies)
+    assert calls == [(3, 3), (21, 3)]
     calls.clear()
-    metrics.sensitivity_max(attr_fn, img, samples=7, target=t, batch_size=9)  # 3 samples per call
-    assert calls == [(3, 3), (9, 9), (9, 9), (3, 3)]
+    torch.manual_seed(0)
+    chunked = metrics.sensitivity_max(attr_fn, img, samples=7, target=t, batch_size=9)  # at most 3 samples per call
+    assert calls == [(3, 3), (9, 3), (6, 3), (6, 3)]  # balanced chunks of whole samples
+    close(chunked, whole)
 
 
 def test_sensitivity_of_saliency_on_a_linear_model_is_zero():
@@ -492,11 +499,11 @@ def test_randomization_check_independent_and_layers_by_module(net, img):
 def test_spearman_with_ties_matches_scipy_formula():
     a = torch.tensor([[1.0, 2.0, 2.0, 3.0, 0.0], [5.0, 5.0, 5.0, 1.0, 2.0]], dtype=torch.float64)
     b = torch.tensor([[2.0, 1.0, 4.0, 3.0, 0.0], [1.0, 2.0, 3.0, 4.0, 5.0]], dtype=torch.float64)
-    ranks = metrics._ranks(a)
+    ranks = _randomization._ranks(a)
     assert ranks.tolist() == [[1.0, 2.5, 2.5, 4.0, 0.0], [3.0, 3.0, 3.0, 0.0, 1.0]]
-    got = metrics._spearman(a, b)
+    got = _randomization._spearman(a, b)
     for i in range(2):
-        ra, rb = metrics._ranks(a[i : i + 1])[0], metrics._ranks(b[i : i + 1])[0]
+        ra, rb = _randomization._ranks(a[i : i + 1])[0], _randomization._ranks(b[i : i + 1])[0]
         ref = torch.corrcoef(torch.stack([ra, rb]))[0, 1]
         close(got[i], ref)
 
