@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import sys
 import types
 from typing import Any
 
@@ -140,7 +141,9 @@ class _Describer:
         if fn.__kwdefaults__:
             out["kwdefaults"] = {k: self.run(v, d) for k, v in fn.__kwdefaults__.items() if k not in _IGNORED}
         glob = {}
-        for name in sorted(_global_names(code)):
+        # a library's module-level state (caches, registries) is not a hyperparameter: its
+        # version is recorded apart; a user's function may name a model or a setting globally
+        for name in sorted(_global_names(code)) if not _in_library(fn) else ():
             if name in fn.__globals__ and name not in _IGNORED:
                 v = fn.__globals__[name]
                 if not isinstance(v, (types.ModuleType, type, types.BuiltinFunctionType)) and not _is_library(v):
@@ -176,10 +179,15 @@ def _in_library(fn: types.FunctionType) -> bool:
 
 
 def _is_library(v: Any) -> bool:
-    """A plain function of a library (``torch.relu``, ``fa.upsample``): the code refers to it
-    by name, and its module's version is recorded apart. Functions that close over values (an
-    ``attr_fn`` a library built) are described in full."""
-    return isinstance(v, types.FunctionType) and not v.__closure__ and _in_library(v)
+    """A function a library defines at module level (``torch.relu``, ``fa.upsample``): the code
+    refers to it by name, and its module's version is recorded apart. Functions a library
+    built at run time (an ``attr_fn`` closing over hyperparameters) are described in full."""
+    if not isinstance(v, types.FunctionType) or not _in_library(v):
+        return False
+    if not v.__closure__:
+        return True
+    home = sys.modules.get(v.__module__)  # a decorated module-level function (a context manager, a cache)
+    return home is not None and getattr(home, v.__qualname__, None) is v
 
 
 def diff(old: Any, new: Any, path: str = "") -> list[str]:

@@ -226,11 +226,6 @@ def test_a_crash_between_files_resumes_to_the_same_store(model, data, tmp_path, 
     assert_same_store(run(sg, data, tmp_path / "s", model=model, metrics=["pointing"]), ref)
 
 
-@pytest.mark.xfail(
-    reason="core: the first call of a process chunks its work differently from later ones (executor cost probe), "
-    "so a resumed run's first batch can differ in the last bit; DESIGN §6 and the lead's determinism refactor fix it",
-    strict=False,
-)
 def test_resume_is_bitwise_for_a_method_with_a_cost_probe(model, data, tmp_path, monkeypatch):
     """Integrated gradients with default options, resumed by a fresh attr_fn (as a new process
     would build it), against an uninterrupted run."""
