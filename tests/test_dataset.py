@@ -5,6 +5,7 @@ item. (Crashes, kill -9 and torchrun: test_dataset_resume.py.)"""
 import errno
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -143,11 +144,14 @@ def test_maps_of_another_shape_and_deletion_on_them(model, shapes, data, tmp_pat
     def cam(x, target):
         return fa.upsample(gc(x, target=target), (64, 64))
 
-    store = run(cam, data, tmp_path / "s", model=model, metrics=["deletion", "pointing"])
+    store = run(cam, data, tmp_path / "s", model=model, metrics=["deletion", "insertion", "pointing"])
     want = torch.cat([cam(x[s], target=y[s]) for s in batches()])
     assert store.attributions.shape == (N, 1, 64, 64) and torch.equal(store.attributions[:], want)
-    f = fa.target(model, y[:B])
-    assert torch.equal(store.metrics["deletion"][:B], fa.metrics.deletion(f, x[:B], want[:B].expand_as(x[:B])))
+    for s in batches():
+        f, a = fa.target(model, y[s]), want[s].expand_as(x[s])
+        assert torch.equal(store.metrics["deletion"][s], fa.metrics.deletion(f, x[s], a))
+        assert torch.equal(store.metrics["insertion"][s], fa.metrics.insertion(f, x[s], a))
+    assert set(store.summary()) == {"deletion", "insertion", "pointing"}
 
 
 def test_tuple_inputs_without_labels_and_a_custom_metric(tmp_path):
@@ -191,6 +195,105 @@ def test_sampling_methods_are_seeded_per_batch(model, data, tmp_path):
     assert_same_store(s1, s2)
     s3 = run(sg, data, tmp_path / "c", model=model, seed=1)
     assert not torch.equal(s1.attributions[:], s3.attributions[:])
+
+
+# --------------------------------------------------------------------------- overlap and progress
+
+
+def _wait(cond, seconds=60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_writing_overlaps_computing_through_a_bounded_queue(model, data, tmp_path, monkeypatch):
+    """While the writer thread is stuck on a batch, the next batches still compute, and at most
+    the queue's depth of finished batches (plus the one being handed over) wait for it."""
+    from funcattr import _dataset, _store
+
+    sal = fa.saliency(fa.target(model))
+    computed = []
+
+    def counting(x, target):
+        computed.append(len(x))
+        return sal(x, target=target)
+
+    real = _store.Writer.write
+    seen = {}
+
+    def stuck(self, b, cols):
+        if b == 1:  # batch 0 is written before the stream starts (it creates the arrays)
+            ahead = 1 + 1 + _dataset._WRITE_DEPTH + 1  # batch 0, this one, the queue, the one being put
+            seen["overlap"] = _wait(lambda: len(computed) >= ahead)
+            time.sleep(0.3)  # room to overrun the bound, if there were none
+            seen["ahead"] = len(computed)
+        return real(self, b, cols)
+
+    monkeypatch.setattr(_store.Writer, "write", stuck)
+    store = run(counting, data, tmp_path / "s", model=model, batch_size=2)
+    assert seen["overlap"], "no batch computed while the writer was busy"
+    assert seen["ahead"] == 1 + 1 + _dataset._WRITE_DEPTH + 1
+    assert store.complete and len(computed) == N // 2
+    assert torch.equal(store.attributions[:], torch.cat([sal(data[s][0], target=data[s][1]) for s in batches(b=2)]))
+
+
+class Marked(torch.utils.data.Dataset):
+    """Leaves a file behind for every item loaded (in whichever process loads it)."""
+
+    def __init__(self, data, folder):
+        self.data, self.folder = data, str(folder)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        open(os.path.join(self.folder, str(i)), "w").close()
+        return self.data[i]
+
+
+def test_loading_overlaps_computing(model, data, tmp_path):
+    """With a DataLoader worker, the next batch is loaded while the current one computes."""
+    (tmp_path / "loaded").mkdir()
+    marked = Marked(data, tmp_path / "loaded")
+    sal = fa.saliency(fa.target(model))
+    calls, seen = [], {}
+
+    def waiting(x, target):
+        calls.append(len(x))
+        if len(calls) == 2:  # the first batch of the stream (batch 0 is computed up front)
+            seen["prefetched"] = _wait(lambda: os.path.exists(tmp_path / "loaded" / str(2 * B)))
+        return sal(x, target=target)
+
+    store = run(waiting, marked, tmp_path / "s", model=model, num_workers=1)
+    assert seen["prefetched"], "batch 2 was not loaded while batch 1 computed"
+    assert store.complete
+
+
+def test_progress_bar_counts_examples_and_starts_where_a_resumed_run_stands(model, data, tmp_path, monkeypatch, capsys):
+    from funcattr import _store
+
+    sal = fa.saliency(fa.target(model))
+    real = _store.Writer.write
+
+    def crash(self, b, cols):
+        if b == 2:
+            raise Crash("killed")
+        return real(self, b, cols)
+
+    monkeypatch.setattr(_store.Writer, "write", crash)
+    with pytest.raises(Crash):
+        run(sal, data, tmp_path / "s", model=model, progress=True)
+    monkeypatch.setattr(_store.Writer, "write", real)
+    capsys.readouterr()
+    run(sal, data, tmp_path / "s", model=model, progress=True)
+    err = capsys.readouterr().err
+    assert f"16/{N}" in err and f"{N}/{N}" in err and "ex/s" in err  # resumed at 16, done at 20
+    assert f" 0/{N}" not in err
+    run(sal, data, tmp_path / "s", model=model, progress=False)
+    assert capsys.readouterr().err == ""
 
 
 # --------------------------------------------------------------------------- resume and refusals
