@@ -144,7 +144,8 @@ def scaling(a, tmp):
     rows = []
     for p in a.processes:
         out = os.path.join(tmp, f"p{p}.zarr")
-        args = ["-m", "benchmarks.dataset", "--job", "--out", out, "--model", a.model, "--n", str(a.n), "--size", str(a.size),
+        # --examples, not --n: torchrun reads --n as an ambiguous abbreviation of its own options
+        args = ["-m", "benchmarks.dataset", "--job", "--out", out, "--model", a.model, "--examples", str(a.n), "--size", str(a.size),
                 "--method", a.method, "--steps", str(a.steps), "--batch-size", str(a.batch_size), "--device", a.device]
         if p == 1:
             cmd = [sys.executable, *args]
@@ -166,7 +167,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="zoo", help="zoo (ShapesNet, 64x64) or a torchvision name (random weights)")
     p.add_argument("--size", type=int, default=224, help="image size for torchvision models")
-    p.add_argument("--n", type=int, default=512)
+    p.add_argument("--n", "--examples", dest="n", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--method", default="ig", choices=["ig", "saliency", "smoothgrad"])
     p.add_argument("--steps", type=int, default=32)
