@@ -24,6 +24,9 @@ from . import metrics, viz
 from ._layers import activation, cam, conductance, gradcam, neuron, upsample
 from ._perturb import feature_ablation, feature_permutation, kernel_shap, lime, occlusion, shapley_sampling, shapley_values
 from ._backward import deconvolution, deeplift, deeplift_shap, guided_backprop, guided_gradcam
+# --- whole datasets (DESIGN §7): zarr is imported only when a store is used ---
+from ._dataset import attribute_dataset
+from ._store import open_store
 
 __version__ = "0.1.0"
 
@@ -63,6 +66,9 @@ __all__ = [
     "shapley_sampling",
     "kernel_shap",
     "lime",
+    # whole datasets
+    "attribute_dataset",
+    "open_store",
     # execution
     "options",
     "metrics",

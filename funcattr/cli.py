@@ -1,4 +1,5 @@
-"""The ``funcattr`` command: ``funcattr demo``, ``funcattr explain IMAGE`` and ``funcattr insights``.
+"""The ``funcattr`` command: ``funcattr demo``, ``funcattr explain IMAGE``, ``funcattr insights`` and
+``funcattr attribute`` (a whole dataset; ``funcattr/_dataset_cli.py``).
 
 User errors (missing or unreadable files, weights that do not fit the model, an output path
 that cannot be written, unknown method, bad target, offline download) print one line and exit
@@ -342,11 +343,18 @@ def main(argv=None) -> int:
     e.add_argument("--target", default="top", help="class index, or 'top' for the predicted class")
     e.add_argument("--out", default=None, help="output PNG (default: IMAGE-METHOD.png)")
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    # --- funcattr attribute: a whole dataset into a store (funcattr/_dataset_cli.py) ---
+    from . import _dataset_cli
+
+    _dataset_cli.add_parser(sub)
+    # --- end funcattr attribute ---
     # --- insights (begin): the explorer's subcommand; its logic is in funcattr/insights/_cli.py ---
     from .insights import _cli as insights_cli
 
     insights_cli.add_parser(sub)
     a = p.parse_args(argv)
+    if a.command == "attribute":  # funcattr attribute reports its own errors
+        return _dataset_cli.main(a)
     if a.command == "insights":
         return insights_cli.run(a)
     # --- insights (end) ---
