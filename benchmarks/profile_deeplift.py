@@ -1,0 +1,79 @@
+"""DeepLift against its honest limit, with a torch.profiler breakdown.
+
+The limit of DeepLift over B examples is what any implementation must do: a plain forward of
+the B baseline rows (no autograd) plus a forward+backward of the B example rows, built by
+hand over the same points. ``python -m benchmarks.profile_deeplift [--full] [--repeat N]
+[--profile]``: the small CNN at 32×32, B=32 (default), or resnet18 at 224×224, B=16 (``--full``).
+Medians of interleaved calls; ``--profile`` adds the top ops by self CPU time for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import funcattr as fa
+
+from .common import Setup
+
+
+def build(full: bool):
+    setup = Setup(device=torch.device("cpu"), quick=not full)
+    model = setup.model(setup.model_name())
+    n, B = setup.image_size(), (16 if full else 32)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(B, 3, n, n, generator=g)
+    base = torch.zeros_like(x)
+    dl = fa.deeplift(fa.target(model, 3), baseline=0.0)
+
+    def limit():
+        with torch.no_grad():
+            model(base)
+        p = x.detach().requires_grad_(True)
+        return torch.autograd.grad(model(p)[:, 3].sum(), p)[0]
+
+    return model, x, {"funcattr": lambda: dl(x), "limit": limit}
+
+
+def timed(fns: dict, repeat: int) -> dict:
+    for fn in fns.values():
+        fn()
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def profile(fn, rows: int = 12) -> str:
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    fn()
+    with prof(activities=[ProfilerActivity.CPU]) as p:
+        fn()
+    return p.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full", action="store_true")
+    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args(argv)
+    model, x, fns = build(args.full)
+    t = timed(fns, args.repeat)
+    print(f"{'resnet18 224px B=16' if args.full else 'small CNN 32px B=32'}: funcattr {t['funcattr'] * 1e3:.1f} ms, "
+          f"limit {t['limit'] * 1e3:.1f} ms, ratio {t['funcattr'] / t['limit']:.3f} (threads {torch.get_num_threads()})")
+    if args.profile:
+        for k, fn in fns.items():
+            print(f"--- {k}\n{profile(fn)}")
+
+
+if __name__ == "__main__":
+    main()
