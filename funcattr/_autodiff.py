@@ -25,10 +25,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ._scores import as_scores
-from ._sites import Site, capture, read
+from ._scores import as_scores, batch_value
+from ._sites import Sites, capture, read
 
-__all__ = ["traced", "value_and_grad", "evaluate", "grads", "site_value"]
+__all__ = ["traced", "value_and_grad", "evaluate", "evaluate_batches", "grads", "site_values"]
 
 
 @contextlib.contextmanager
@@ -80,33 +80,33 @@ def traced(
     args: tuple = (),
     kwargs: dict | None = None,
     *,
-    site: Site | None = None,
+    sites: Sites | None = None,
     mode: str = "leaf",
-    inject: Tensor | None = None,
+    inject: list[tuple] | None = None,
     rules: Callable | None = None,
 ):
     """The forward of ``f`` with autograd on, for the block: yields ``(scores[N, K], leaves,
-    capture)``. Without a site, or with ``mode="observe"``, the leaves are the inputs and the
-    site's value (``capture.value``) stays in the graph between them and the scores; with
-    ``mode="leaf"`` (or ``inject``) the leaf is the site's value and the forward before the
-    site records nothing."""
+    capture)``. Without sites, or with ``mode="observe"``, the leaves are the inputs and the
+    sites' values (``capture.values``) stay in the graph between them and the scores; with
+    ``mode="leaf"`` (or ``inject``, per site a tuple) the leaves are the sites' values and the
+    forward before the first site records nothing."""
     kwargs = kwargs or {}
     rows = xs[0].shape[0]
     try:
         with _autograd_on(), _rules_ctx(rules, xs):
-            if site is None or mode == "observe":
+            if sites is None or mode == "observe":
                 leaves = tuple(_ordinary(x).requires_grad_(True) for x in xs)
-                with capture(site) if site is not None else contextlib.nullcontext() as box:
+                with capture(sites) if sites is not None else contextlib.nullcontext() as box:
                     s = as_scores(f(*leaves, *args, **kwargs), rows)
             else:
-                inj = None if inject is None else _ordinary(inject).requires_grad_(True)
-                with torch.no_grad(), capture(site, "leaf" if inj is None else "inject", inject=inj, grad_after=True) as box:
+                inj = None if inject is None else [tuple(_ordinary(t).requires_grad_(True) for t in part) for part in inject]
+                with torch.no_grad(), capture(sites, "leaf" if inj is None else "inject", inject=inj, grad_after=True) as box:
                     s = as_scores(f(*xs, *args, **kwargs), rows)
-                leaves = (box.value,)
+                leaves = box.values
             if not s.requires_grad:
                 raise ValueError(
                     "the scores do not depend on "
-                    + (site.name if site is not None and mode != "observe" else "the inputs")
+                    + (sites.name if sites is not None and mode != "observe" else "the inputs")
                     + " through differentiable operations"
                 )
             yield s, leaves, box
@@ -121,18 +121,20 @@ def value_and_grad(
     args: tuple = (),
     kwargs: dict | None = None,
     *,
-    site: Site | None = None,
-    inject: Tensor | None = None,
+    sites: Sites | None = None,
+    inject: list[tuple] | None = None,
     rules: Callable | None = None,
-    with_value: bool = False,
 ):
-    """``(scores[N, K], grads)``; grads are w.r.t. ``xs`` or the site's value, each
-    ``[N, K, ...]`` in that tensor's dtype. ``with_value=True`` appends the site's value
-    (detached). ``inject`` replaces the site's value (gradients are then w.r.t. it)."""
-    with traced(f, xs, args, kwargs, site=site, inject=inject, rules=rules) as (s, leaves, _):
+    """``(scores[N, K], grads, values, layout)``: grads are w.r.t. ``xs`` or the sites'
+    values, each ``[N, K, ...]`` in that tensor's dtype; with sites, also their values
+    (detached, flat) and how they map back (``layout``), else ``None, None``. ``inject``
+    replaces the sites' values (gradients are then w.r.t. it)."""
+    with traced(f, xs, args, kwargs, sites=sites, inject=inject, rules=rules) as (s, leaves, box):
         gs = grads(s, leaves)
-    out = s.detach(), tuple(g.to(x.dtype) for g, x in zip(gs, leaves))
-    return (*out, leaves[0].detach()) if with_value else out
+    gs = tuple(g.to(x.dtype) for g, x in zip(gs, leaves))
+    if sites is None:
+        return s.detach(), gs, None, None
+    return s.detach(), gs, tuple(v.detach() for v in leaves), box.layout
 
 
 def evaluate(
@@ -144,7 +146,30 @@ def evaluate(
         return as_scores(f(*xs, *args, **(kwargs or {})), xs[0].shape[0])
 
 
-def site_value(f: Callable, site: Site, xs: tuple[Tensor, ...], args: tuple = (), kwargs: dict | None = None) -> Tensor:
-    """The site's value (detached) when ``f`` runs on ``xs``; the forward stops there."""
+def evaluate_batches(f: Callable, pts: tuple[Tensor, ...], args: tuple = (), kwargs: dict | None = None) -> Tensor:
+    """Values of a function giving one value per batch (a dataset-level loss) at ``m``
+    perturbed batches ``pts[i]: [m, B, ...]`` → ``[m]``: vectorized with ``torch.func.vmap``
+    over the items, or one item at a time when ``f`` cannot be vmapped (a Python number,
+    data-dependent control flow). Arguments are the batch's, untouched."""
+    kwargs = kwargs or {}
+    rows = pts[0].shape[1]
+
+    def one(*p):
+        v = batch_value(f(*p, *args, **kwargs), rows)
+        if v is None:
+            raise ValueError("the function to explain gave one value for the batch on the unperturbed input but not here")
+        return v
+
     with torch.no_grad():
-        return read(f, site, xs, args, kwargs).detach()
+        try:
+            return torch.func.vmap(one)(*pts)
+        except Exception:  # noqa: BLE001 - not vmappable: evaluate the items one by one
+            return torch.stack([torch.as_tensor(one(*(p[j] for p in pts)), device=pts[0].device) for j in range(pts[0].shape[0])])
+
+
+def site_values(f: Callable, sites: Sites, xs: tuple[Tensor, ...], args: tuple = (), kwargs: dict | None = None):
+    """The sites' values (detached, flat) and their layout when ``f`` runs on ``xs``; the
+    forward stops once every site has run."""
+    with torch.no_grad():
+        box = read(f, sites, xs, args, kwargs)
+    return tuple(v.detach() for v in box.values), box.layout

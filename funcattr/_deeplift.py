@@ -31,15 +31,15 @@ __all__ = ["deeplift", "deeplift_shap"]
 
 
 @contextlib.contextmanager
-def _reference(rec: Recorder, site, values: list):
-    """The reference run's context: record, and capture the site's value (layer DeepLift)."""
+def _reference(rec: Recorder, sites, values: list):
+    """The reference run's context: record, and capture the sites' values (layer DeepLift)."""
     with rec:
-        if site is None:
+        if sites is None:
             yield
         else:
-            with capture(site) as box:
+            with capture(sites) as box:
                 yield
-            values.append(box.value)
+            values.extend(box.values)
 
 
 def _step(c: Call, xs, bs, m: int, multiply_by_inputs: bool, eps: float):
@@ -53,13 +53,13 @@ def _step(c: Call, xs, bs, m: int, multiply_by_inputs: bool, eps: float):
     s_b = evaluate(c.f, bp, a, kw, rules=lambda _: _reference(rec, c.site, h_b))
     rules = lambda _: applying(rec.records, eps, strict=c.site is None)  # noqa: E731
     if c.site is None:
-        s_x, gs = value_and_grad(c.f, xp, a, kw, rules=rules)
-        gs = tuple(_fold.unfold(g, m) for g in gs)  # [m, B, K, ...]
+        s_x, gs, _, _ = value_and_grad(c.f, xp, a, kw, rules=rules)
         diffs = tuple(x - b for x, b in zip(xs, bs))
     else:
-        s_x, (g,), h_x = value_and_grad(c.f, xp, a, kw, site=c.site, rules=rules, with_value=True)
-        gs = (_fold.unfold(g, m),)
-        diffs = (_fold.unfold(h_x - h_b[0].to(h_x.dtype), m),)
+        s_x, gs, h_x, layout = value_and_grad(c.f, xp, a, kw, sites=c.site, rules=rules)
+        c._seen(layout)  # how the sites' tensors map back (read by c.out)
+        diffs = tuple(_fold.unfold(h - r.to(h.dtype), m) for h, r in zip(h_x, h_b))
+    gs = tuple(_fold.unfold(g, m) for g in gs)  # [m, B, K, ...]
     if multiply_by_inputs:
         attrs = tuple((g * d.unsqueeze(2).to(g.dtype)).sum(0) for g, d in zip(gs, diffs))
     else:

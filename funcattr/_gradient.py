@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from . import _executor, _fold, _quadrature
+from . import _executor, _fold, _quadrature, _random
 from ._call import Call, attributions_of, begin, check_attr_fn, check_fn, mark
 from ._inputs import as_tuple, broadcast_baseline, check_finite, check_inputs, restore
 
@@ -68,15 +68,14 @@ def input_x_gradient(f: Callable, *, wrt=None, batch_size=None, precision=None, 
             if c.site is None:
                 gs = c.run(lambda lo, hi: tuple(g[0] for g in c.grads(c.xs, 1)), 1, "grad")
                 return c.finish(tuple(g * v.unsqueeze(1) for g, v in zip(gs, c.xs)))
-            g, value = c.run(lambda lo, hi: _first(c.grads_and_value(c.xs, 1)), 1, "grad_value")
-            return c.finish((g * value.unsqueeze(1),))
+
+            def step(lo, hi):
+                gs, values = c.grads_and_value(c.xs, 1)
+                return tuple(g[0] * v.unsqueeze(1) for g, v in zip(gs, values))
+
+            return c.finish(c.run(step, 1, "grad_value"))
 
     return mark(attr_fn, "input_x_gradient")
-
-
-def _first(gv):
-    g, value = gv
-    return g[0], value
 
 
 # --------------------------------------------------------------------------- path methods
@@ -98,7 +97,7 @@ def _integral(c: Call, path: Callable, steps: int, method: str, dtype: torch.dty
         if c.site is None:
             gs = c.grads(tuple(_fold.fold(p) for p in pts), m)
         else:
-            gs = c.grads(tuple(_fold.tile(x, m) for x in c.xs), m, inject=_fold.fold(pts[0]))
+            gs = c.grads(tuple(_fold.tile(x, m) for x in c.xs), m, inject=tuple(_fold.fold(p) for p in pts))
         if vel is not None:
             gs = tuple(g * v.unsqueeze(2) for g, v in zip(gs, vel))
         return tuple(
@@ -154,9 +153,9 @@ def integrated_gradients(
             bs = broadcast_baseline(baseline, c.xs)
             if c.site is None:
                 starts, diffs = bs, tuple(x - b for x, b in zip(c.xs, bs))
-            else:  # the path runs between the layer's values at the baseline and at x
+            else:  # the path runs between the layers' values at the baseline and at x
                 pair = c.layer(tuple(torch.cat([x, b.expand_as(x)]) for x, b in zip(c.xs, bs)))
-                starts, diffs = (pair[c.B :],), (pair[: c.B] - pair[c.B :],)
+                starts, diffs = tuple(h[c.B :] for h in pair), tuple(h[: c.B] - h[c.B :] for h in pair)
             dtype = diffs[0].dtype
             total = _integral(c, _line(starts, diffs, c.B), steps, method, dtype, ("ig",), "integrated gradients")
             attrs = tuple(t * d.unsqueeze(1) for t, d in zip(total, diffs)) if multiply_by_inputs else total
@@ -270,27 +269,6 @@ def _stdevs(stdev, n: int) -> tuple[float, ...]:
     return tuple(float(s) for s in st)
 
 
-def _check_generator(generator) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-
-
-def _noise(x: Tensor, s: float, shape: tuple, generator) -> Tensor:
-    """``N(0, s²)`` noise of ``shape`` in ``x``'s dtype and device, drawn from ``generator``
-    (on its own device, then moved, so a CPU generator serves a CUDA input)."""
-    dev = generator.device if generator is not None else x.device
-    return s * torch.randn(shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
-
-
-def _draw(shape: tuple, generator, device, kind="rand", high: int = 0) -> Tensor:
-    dev = generator.device if generator is not None else device
-    if kind == "rand":
-        t = torch.rand(shape, generator=generator, device=dev)
-    else:
-        t = torch.randint(high, shape, generator=generator, device=dev)
-    return t.to(device)
-
-
 def _noise_float(xs: tuple[Tensor, ...], st: tuple[float, ...], what: str) -> None:
     for i, (x, s) in enumerate(zip(xs, st)):
         if s > 0 and not x.is_floating_point():
@@ -353,7 +331,7 @@ def gradient_shap(
     """
     check_fn(f)
     _check_samples(samples)
-    _check_generator(generator)
+    _random.check_generator(generator)
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):
@@ -363,10 +341,10 @@ def gradient_shap(
             _noise_float(c.xs, st, "gradient_shap")
             S, B, dev = samples, c.B, c.device
             # one draw for the whole call: baseline ids, α and noise, sample-major [S, B, ...]
-            idx = _draw((S, B), generator, dev, "int", dist[0].shape[0])
-            alpha = _draw((S, B), generator, dev)
+            idx = _random.randint(dist[0].shape[0], (S, B), generator, dev)
+            alpha = _random.rand((S, B), generator, dev)
             noisy = tuple(
-                x.unsqueeze(0) + _noise(x, s, (S, *x.shape), generator) if s > 0 else x.unsqueeze(0).expand(S, *x.shape)
+                x.unsqueeze(0) + s * _random.randn((S, *x.shape), generator, dev, x.dtype) if s > 0 else x.unsqueeze(0).expand(S, *x.shape)
                 for x, s in zip(c.xs, st)
             )
             base = tuple(d[idx] for d in dist)  # [S, B, ...]
@@ -378,18 +356,19 @@ def gradient_shap(
             def step(lo, hi):
                 m = hi - lo
                 nz, bz, al = tuple(n[lo:hi] for n in noisy), tuple(b[lo:hi] for b in base), alpha[lo:hi]
-                if in_layer:  # interpolate between the layer's values (token ids do not interpolate)
-                    hn = _fold.unfold(c.layer(tuple(_fold.fold(n) for n in nz)), m)
-                    hb = _fold.unfold(c.layer(tuple(_fold.fold(b) for b in bz)), m)
-                    pts = hb + bcast(al, hn) * (hn - hb)
-                    gs = c.grads(tuple(_fold.fold(n) for n in nz), m, inject=_fold.fold(pts))
-                    diffs = (hn - hb,)
+                if in_layer:  # interpolate between the layers' values (token ids do not interpolate)
+                    hn = tuple(_fold.unfold(h, m) for h in c.layer(tuple(_fold.fold(n) for n in nz)))
+                    hb = tuple(_fold.unfold(h, m) for h in c.layer(tuple(_fold.fold(b) for b in bz)))
+                    pts = tuple(b + bcast(al, n) * (n - b) for n, b in zip(hn, hb))
+                    gs = c.grads(tuple(_fold.fold(n) for n in nz), m, inject=tuple(_fold.fold(p) for p in pts))
+                    diffs = tuple(n - b for n, b in zip(hn, hb))
                 else:
                     pts = tuple(b + bcast(al, n) * (n - b) for n, b in zip(nz, bz))
                     gs = c.grads(tuple(_fold.fold(p) for p in pts), m)
                     if multiply_by_inputs and c.site is not None:
-                        la = c.layer(tuple(_fold.fold(n) for n in nz)) - c.layer(tuple(_fold.fold(b) for b in bz))
-                        diffs = (_fold.unfold(la, m),)
+                        hn = c.layer(tuple(_fold.fold(n) for n in nz))
+                        hb = c.layer(tuple(_fold.fold(b) for b in bz))
+                        diffs = tuple(_fold.unfold(n - b, m) for n, b in zip(hn, hb))
                     else:
                         diffs = tuple(n - b for n, b in zip(nz, bz))
                 if not multiply_by_inputs:
@@ -448,7 +427,7 @@ def noise_tunnel(
     """
     check_attr_fn(attr_fn, "noise_tunnel")
     _check_samples(samples)
-    _check_generator(generator)
+    _random.check_generator(generator)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     with_delta = getattr(attr_fn, "returns_delta", False)
@@ -461,7 +440,7 @@ def noise_tunnel(
         S = samples
         with _fold.examples(xs, args, kwargs):
             noisy = tuple(  # sample-major: rows s*B .. s*B + B - 1 are sample s
-                _fold.tile(x, S) + _noise(x, s, (S * B, *x.shape[1:]), generator) if s > 0 else _fold.tile(x, S)
+                _fold.tile(x, S) + s * _random.randn((S * B, *x.shape[1:]), generator, x.device, x.dtype) if s > 0 else _fold.tile(x, S)
                 for x, s in zip(xs, st)
             )
             shape: dict = {}
@@ -472,7 +451,7 @@ def noise_tunnel(
                 res = attr_fn(restore(chunk, is_tuple), *args, **kwargs)
                 if with_delta:
                     res, d = res
-                parts, shape["tuple"] = attributions_of(res, chunk, "noise_tunnel")
+                parts, shape["tuple"] = attributions_of(res, chunk, "noise_tunnel", attr_fn)
                 out = tuple(_fold.unfold(r, m) for r in parts)
                 return out + ((_fold.unfold(d, m),) if with_delta else ())
 

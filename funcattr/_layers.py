@@ -25,7 +25,7 @@ from . import _executor, _fold, _quadrature
 from ._autodiff import grads, traced
 from ._call import begin, check_fn, mark
 from ._inputs import as_tuple, broadcast_baseline, check_inputs
-from ._sites import InputOf, Site, read, site_of
+from ._sites import InputOf, Sites, read, site_of
 
 __all__ = ["gradcam", "upsample", "cam", "activation", "conductance", "neuron", "Neuron"]
 
@@ -33,10 +33,11 @@ __all__ = ["gradcam", "upsample", "cam", "activation", "conductance", "neuron", 
 # --------------------------------------------------------------------------- shared pieces
 
 
-def _layer_site(layer: Any, name: str = "layer") -> Site:
-    if isinstance(layer, (nn.Module, InputOf)):
-        return site_of(layer)
-    raise TypeError(f"{name} must be an nn.Module or fa.input_of(module), got {type(layer).__name__}")
+def _layer_site(layer: Any, name: str = "layer") -> Sites:
+    """A module, ``fa.input_of(module)``, or a list of them (several layers in one forward)."""
+    if isinstance(layer, (nn.Module, InputOf, list, tuple)):
+        return site_of(layer, name)
+    raise TypeError(f"{name} must be an nn.Module, fa.input_of(module) or a list of them, got {type(layer).__name__}")
 
 
 def _spatial(t: Tensor, first: int) -> tuple[int, ...]:
@@ -68,7 +69,9 @@ def gradcam(
     ``layer`` is a module (its output) or ``fa.input_of(module)`` (its input; Captum's
     ``attribute_to_layer_input``). ``sum_channels=False`` (Captum's ``attr_dim_summation``)
     returns the per-channel terms ``[B, C, *spatial]``. A layer without spatial dims
-    (``[B, C]``) gets no averaging, like Captum's.
+    (``[B, C]``) gets no averaging, like Captum's. A layer whose output is a tuple (or whose
+    several inputs, with ``fa.input_of``) gives a tuple of maps, one per tensor; a list of
+    layers gives a list of maps, from one forward.
     """
     check_fn(f)
     _layer_site(layer)  # validate now, at construction
@@ -77,15 +80,18 @@ def gradcam(
     def attr_fn(x, *args, **kwargs):
         with begin(f, x, args, kwargs, opts, grad=True, wrt=layer) as c:
 
-            def step(lo, hi):
-                g, A = c.grads_and_value(c.xs, 1)
+            def one(g, A):
                 g = g[0]  # [B, K, C, *spatial]
                 if g.dim() > 3:
                     g = g.mean(_spatial(g, 3), keepdim=True)
                 t = g * A.unsqueeze(1)
                 if sum_channels:
                     t = t.sum(2, keepdim=True)
-                return (F.relu(t) if relu else t,)
+                return F.relu(t) if relu else t
+
+            def step(lo, hi):
+                gs, values = c.grads_and_value(c.xs, 1)
+                return tuple(one(g, A) for g, A in zip(gs, values))
 
             return c.finish(c.run(step, 1, "gradcam", relu, sum_channels, desc="gradcam"))
 
@@ -154,8 +160,10 @@ def cam(f: Callable, layer: Any, *, batch_size=None, precision=None, progress=No
             return c.finish(c.run(lambda lo, hi: step(c), 1, "cam", desc="cam"))
 
     def step(c):
-        g, A = c.grads_and_value(c.xs, 1)
-        g = g[0]  # [B, K, C, *spatial]
+        gs, values = c.grads_and_value(c.xs, 1)
+        if len(gs) != 1:
+            raise ValueError(f"{what}; {site.name} holds {len(gs)} tensors: give one layer with a single output")
+        g, A = gs[0][0], values[0]  # [B, K, C, *spatial], [B, C, *spatial]
         if g.dim() < 4:
             raise ValueError(f"{what}; {site.name} has shape {tuple(A.shape)}, with no spatial dims")
         sp = _spatial(g, 3)
@@ -168,7 +176,7 @@ def cam(f: Callable, layer: Any, *, batch_size=None, precision=None, progress=No
                 f"positions of a channel (by {var.item():.3g}, max |grad| {g.abs().amax().item():.3g}), so "
                 "the head after it is not global-average-pool + linear. Use fa.gradcam(f, layer) instead."
             )
-        (g0,) = c.grads(c.xs, 1, inject=torch.zeros_like(A))
+        (g0,) = c.grads(c.xs, 1, inject=(torch.zeros_like(A),))
         g0 = g0[0]
         gap = (g0 - g).abs().amax()
         if gap > tol:
@@ -203,7 +211,8 @@ def activation(model: Callable, layer: Any):
         xs, _ = as_tuple(x)
         check_inputs(xs, grad=False)
         with torch.no_grad():
-            return read(model, site, xs, args, kwargs).detach()
+            box = read(model, site, xs, args, kwargs)
+        return box.layout.restore(tuple(v.detach() for v in box.values))
 
     act_fn.__name__ = act_fn.__qualname__ = "activation"
     return act_fn
@@ -225,19 +234,27 @@ class Neuron:
         self.index = _check_index(index)
 
     def __call__(self, *inputs, **kwargs):
-        return self.select(read(self.model, self.site, inputs, (), kwargs))
+        box = read(self.model, self.site, inputs, (), kwargs)
+        return self.select(box.layout.restore(box.values))
 
-    def select(self, value: Tensor) -> Tensor:
-        """The neuron's value per row of a layer value ``[N, *layer] -> [N]``."""
-        idx, N = self.index, value.shape[0]
+    def select(self, value: Tensor | tuple) -> Tensor:
+        """The neuron's value per row of a layer value ``[N, *layer] -> [N]`` (a callable
+        index also gets a layer's tuple of tensors)."""
+        idx = self.index
+        N = (value[0] if isinstance(value, (tuple, list)) else value).shape[0]
         if callable(idx):
             out = idx(value)
-            if not isinstance(out, Tensor) or out.shape != (N,):
+            if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != N or out[0].numel() != 1:
                 raise ValueError(
                     f"the neuron index function must return one value per example, shape ({N},), got "
                     f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"
                 )
-            return out
+            return out.reshape(N)
+        if isinstance(value, (tuple, list)):
+            raise ValueError(
+                f"{self.site.name} gives {len(value)} tensors; name the neuron with a callable index "
+                "(value tuple -> one value per example)"
+            )
         shape = tuple(value.shape[1:])
         where = f"neuron index {idx} for {self.site.name}, whose values have shape {shape} per example"
         if len(idx) > len(shape):
@@ -246,11 +263,13 @@ class Neuron:
             if isinstance(i, int) and not -shape[d] <= i < shape[d]:
                 raise ValueError(f"{where}: index {i} is out of range for dim {d} of size {shape[d]}")
         has_slice = any(isinstance(i, slice) for i in idx)
-        if not has_slice and len(idx) < len(shape):
+        if not has_slice and len(idx) < len(shape) and any(d != 1 for d in shape[len(idx) :]):
             raise ValueError(
                 f"{where}: give {len(shape)} indices to name one neuron (or slices to sum a group of them)"
             )
         out = value[(slice(None), *idx)]
+        if not has_slice and out.dim() > 1:  # a partial index over singleton dims names one neuron
+            out = out.reshape(N)
         if has_slice:
             if out[0].numel() == 0:
                 raise ValueError(f"{where}: the slices select no neurons")
@@ -291,8 +310,10 @@ def neuron(model: Callable, layer: Any, index: Any) -> Neuron:
         fa.conductance(fa.target(model, 3), n)(x)              # NeuronConductance
 
     ``index`` names the neuron in the layer's value without the batch dim: an int, a tuple of
-    ints, a tuple with slices (the selected neurons are summed, as in Captum), or a callable
-    ``value[N, *layer] -> Tensor[N]``. ``fa.input_of(module)`` reads the module's input
+    ints (fewer than the layer's dims when the rest are singletons, ``(c,)`` on ``[B, C, 1, 1]``),
+    a tuple with slices (the selected neurons are summed, as in Captum), or a callable
+    ``value[N, *layer] -> Tensor[N]`` — any aggregate per example, e.g. ``lambda h: h.sum((1, 2, 3))``
+    (it gets the tuple of tensors of a layer with a tuple output). ``fa.input_of(module)`` reads the module's input
     (Captum's ``attribute_to_neuron_input``). The forward stops once the layer has run, so
     the rest of the model is not evaluated; the model's output is not used.
     """
@@ -361,10 +382,13 @@ def conductance(
                 pts = tuple(
                     _fold.fold(b.unsqueeze(0) + a.view(m, *[1] * x.dim()) * (x - b).unsqueeze(0)) for x, b in zip(c.xs, bs)
                 )
-                g, h = c.grads_and_value(pts, m)
-                h = _fold.unfold(h, m)
-                acc = torch.promote_types(g.dtype, torch.float32)
-                return ((g[:-1].to(acc) * (h[1:] - h[:-1]).unsqueeze(2).to(acc)).sum(0),)
+                gs, hs = c.grads_and_value(pts, m)
+                out = []
+                for g, h in zip(gs, hs):
+                    h = _fold.unfold(h, m)
+                    acc = torch.promote_types(g.dtype, torch.float32)
+                    out.append((g[:-1].to(acc) * (h[1:] - h[:-1]).unsqueeze(2).to(acc)).sum(0))
+                return tuple(out)
 
             attrs = c.run(step, steps, "conductance", method, desc="conductance")
             delta = c.delta(attrs, bs, c.xs) if return_delta else None
@@ -394,7 +418,9 @@ def _neuron_conductance(f: Callable, nrn: Neuron, steps: int, method: str, basel
                 pts = tuple(_fold.fold(b.unsqueeze(0) + a.view(m, *[1] * d.dim()) * d.unsqueeze(0)) for b, d in zip(bs, diffs))
                 a_, kw = c.tiled(m * c.B)
                 # one forward: the neuron's gradient w.r.t. the inputs and the scores' w.r.t. the layer
-                with traced(c.f, pts, a_, kw, site=nrn.site, mode="observe") as (s, leaves, box):
+                with traced(c.f, pts, a_, kw, sites=nrn.site, mode="observe") as (s, leaves, box):
+                    if len(box.values) != 1:
+                        raise ValueError(f"neuron conductance needs a layer with one tensor; {nrn.site.name} gives {len(box.values)}")
                     h = box.value
                     n = nrn.select(h)
                     if not n.requires_grad:

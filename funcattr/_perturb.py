@@ -25,8 +25,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from . import _executor, _surrogate, _windows
+from . import _executor, _features, _random, _surrogate, _windows
 from ._call import Call, begin, check_fn, mark
+from ._scores import gives_rows
 from ._fold import fold
 from ._inputs import broadcast_baseline, promote
 
@@ -49,16 +50,35 @@ KERNEL_SHAP_ENDPOINT_WEIGHT = 1e6  # Captum's stand-in for the infinite kernel w
 
 
 def _evaluate(c: Call, n: int, build: Callable[[int, int], tuple[Tensor, ...]], key: tuple, desc: str) -> Tensor:
-    """Scores ``[n, B, K]`` of the ``n`` items whose inputs ``build(lo, hi)`` makes as ``[m, B, ...]``."""
+    """Scores ``[n, B, K]`` of the ``n`` items whose inputs ``build(lo, hi)`` makes as ``[m, B, ...]``.
 
-    def step(lo, hi):
-        s = c.scores(tuple(fold(t) for t in build(lo, hi)), hi - lo)
+    A function that gives one value for the whole batch (a dataset-level loss; Captum's
+    aggregate mode) is recognized on item 0 when its output could be that: each item is then
+    one perturbation of the whole batch, and the scores are ``[n, 1, 1]`` — the attributions
+    have batch dim 1, Captum's shape."""
+
+    def f32(s):
         return s.to(torch.promote_types(s.dtype, torch.float32))  # bf16 scores: differences in fp32
 
-    return c.run(step, n, *key, combine="cat", desc=desc)
+    lo, first = 0, None
+    if not gives_rows(c.f, c.kwargs):
+        s0, whole = c.scores_or_value(tuple(t[0] for t in build(0, 1)))
+        if whole:
+            rest = c.run(lambda lo, hi: f32(c.batch_values(build(lo + 1, hi + 1))), n - 1, *key, "batch", combine="cat", desc=desc) if n > 1 else None
+            return f32(s0) if rest is None else torch.cat([f32(s0), rest])
+        lo, first = 1, f32(s0)
+        if n == 1:
+            return first
+
+    def step(lo_, hi_):
+        return f32(c.scores(tuple(fold(t) for t in build(lo + lo_, lo + hi_)), hi_ - lo_))
+
+    rest = c.run(step, n - lo, *key, combine="cat", desc=desc)
+    return rest if first is None else torch.cat([first, rest])
 
 
-def _single_features(c: Call, xs: tuple[Tensor, ...], feats: _windows.Features, lo: int, hi: int, swap) -> tuple[Tensor, ...]:
+
+def _single_features(c: Call, xs: tuple[Tensor, ...], feats: _features.Features, lo: int, hi: int, swap) -> tuple[Tensor, ...]:
     """Inputs of items ``lo:hi``, item ``j`` replacing the elements of feature ``j - 1`` (item
     0: none). ``swap(i, idx)`` gives input ``i``'s replacement values at the flat offsets
     ``idx[m, 1|B, E]`` as ``[m, B, E]`` (or, with ``idx=None``, for the whole input)."""
@@ -94,7 +114,7 @@ def _check_samples(samples, least=1):
         raise ValueError(f"samples must be an int >= {least}, got {samples!r}")
 
 
-def _coalitions(c: Call, xs, feats: _windows.Features, bases, n: int, keep: Callable[[Tensor], Tensor], key, desc):
+def _coalitions(c: Call, xs, feats: _features.Features, bases, n: int, keep: Callable[[Tensor], Tensor], key, desc):
     """Scores ``[n, B, K]`` of coalitions ``keep(items) -> bool [m, F]`` (True: the feature
     keeps its input value; False: it takes the baseline)."""
 
@@ -105,10 +125,16 @@ def _coalitions(c: Call, xs, feats: _windows.Features, bases, n: int, keep: Call
     return _evaluate(c, n, build, key, desc)
 
 
-def _per_feature(c: Call, feats: _windows.Features, values: Tensor):
-    """``values[F, B, K]`` → attributions shaped like the inputs (each element gets its feature's)."""
+def _per_feature(c: Call, feats: _features.Features, values: Tensor):
+    """``values[F, B, K]`` → attributions shaped like the inputs (each element gets its
+    feature's); ``[F, 1, 1]`` (one value for the whole batch) → ``[1, ...]``."""
+    if values.shape[1] == 1 and c.B > 1 and any(ids.shape[0] > 1 for ids in feats.ids):
+        raise ValueError(
+            "mask: f gives one value for the whole batch, so a feature is ablated in every example at once; "
+            "give one mask for all examples (batch dim 1), not one per example"
+        )
     vals = values.permute(1, 2, 0)
-    return c.out(tuple(_windows.spread(vals, feats, i, x.shape) for i, x in enumerate(c.xs)))
+    return c.out(tuple(_features.spread(vals, feats, i, x.shape) for i, x in enumerate(c.xs)))
 
 
 # --------------------------------------------------------------------------- occlusion
@@ -176,7 +202,7 @@ def feature_ablation(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=
         with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
-            feats = _windows.features(mask, c.xs, c.B, cache=plans)
+            feats = _features.features(mask, c.xs, c.B, cache=plans)
 
             def swap(i, idx):
                 return bases[i] if idx is None else _windows.values_at(bases[i], xs[i], idx)
@@ -190,18 +216,18 @@ def feature_ablation(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=
     return mark(attr_fn, "feature_ablation")
 
 
-def _permutations(F: int, B: int, device: torch.device) -> Tensor:
+def _permutations(F: int, B: int, device: torch.device, generator) -> Tensor:
     """One random shuffle of the batch per feature, ``[F, B]``, none of them the identity."""
-    perms = torch.rand(F, B, device=device).argsort(1)
+    perms = _random.rand((F, B), generator, device).argsort(1)
     ident = torch.arange(B, device=device)
     while True:
         same = (perms == ident).all(1)
         if not bool(same.any()):
             return perms
-        perms[same] = torch.rand(int(same.sum()), B, device=device).argsort(1)
+        perms[same] = _random.rand((int(same.sum()), B), generator, device).argsort(1)
 
 
-def feature_permutation(f: Callable, mask=None, *, batch_size=None, precision=None, progress=None):
+def feature_permutation(f: Callable, mask=None, *, generator=None, batch_size=None, precision=None, progress=None):
     """Permutation feature importance (Captum's ``FeaturePermutation``): each feature is
     shuffled across the batch (a random non-identity permutation per feature) and its elements
     get ``f(x) − f(x with the feature shuffled)`` per example::
@@ -212,6 +238,7 @@ def feature_permutation(f: Callable, mask=None, *, batch_size=None, precision=No
     shuffled with one permutation in all of them (Captum draws one per tensor).
     """
     check_fn(f)
+    _random.check_generator(generator)
     opts = _executor.resolve(batch_size, precision, progress)
     plans: dict = {}  # mask plans, built once per input shape
 
@@ -223,8 +250,8 @@ def feature_permutation(f: Callable, mask=None, *, batch_size=None, precision=No
                     "feature_permutation shuffles each feature across the batch, so x needs at least 2 "
                     f"examples; got a batch of {c.B}"
                 )
-            feats = _windows.features(mask, c.xs, c.B, cache=plans)
-            perms = _permutations(feats.F, c.B, c.device)
+            feats = _features.features(mask, c.xs, c.B, cache=plans)
+            perms = _permutations(feats.F, c.B, c.device, generator)
 
             def build(lo, hi):
                 rows = perms[(_items(lo, hi, c) - 1).clamp_min(0)]  # [m, B]: each item's shuffle
@@ -267,7 +294,7 @@ def shapley_values(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=No
         with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
-            feats = _windows.features(mask, c.xs, c.B, cache=plans)
+            feats = _features.features(mask, c.xs, c.B, cache=plans)
             F = feats.F
             if F > MAX_EXACT_SHAPLEY_FEATURES:
                 raise ValueError(
@@ -283,16 +310,11 @@ def shapley_values(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=No
             def keep(items):
                 return (items.unsqueeze(1) & bits) != 0
 
-            def step(lo, hi):
-                k = keep(_items(lo, hi, c))
-                pts = tuple(torch.where(feats.present(k, i), x, b) for i, (x, b) in enumerate(zip(xs, bases)))
-                v = c.scores(tuple(fold(p) for p in pts), hi - lo).double()  # [m, B, K]
-                size = k.sum(1, keepdim=True)
-                coef = torch.where(k, w[(size - 1).clamp_min(0)], -w[size.clamp_max(F - 1)])  # [m, F]
-                return torch.einsum("mf,mbk->fbk", coef, v)
-
-            phi = c.run(step, 2**F, "shapley_values", combine="sum", desc="shapley values")
-            return _per_feature(c, feats, phi)
+            v = _coalitions(c, xs, feats, bases, 2**F, keep, ("shapley_values",), "shapley values")  # [2**F, B, K]
+            k = keep(_items(0, 2**F, c))
+            size = k.sum(1, keepdim=True)
+            coef = torch.where(k, w[(size - 1).clamp_min(0)], -w[size.clamp_max(F - 1)])  # [2**F, F]
+            return _per_feature(c, feats, torch.einsum("mf,mbk->fbk", coef, v.double()))
 
     return mark(attr_fn, "shapley_values")
 
@@ -301,13 +323,13 @@ def _count(n: int) -> str:
     return f"{n:,}" if n < 10**12 else f"about 1e{len(str(n)) - 1}"
 
 
-def _random_orders(samples: int, F: int, device: torch.device) -> Tensor:
+def _random_orders(samples: int, F: int, device: torch.device, generator) -> Tensor:
     """``samples`` random orderings of the features, ``[samples, F]`` (row s: feature at each position)."""
-    return torch.rand(samples, F, device=device).argsort(1)
+    return _random.rand((samples, F), generator, device).argsort(1)
 
 
 def shapley_sampling(
-    f: Callable, mask=None, baseline: Any = 0.0, samples: int = 25, *, batch_size=None, precision=None, progress=None
+    f: Callable, mask=None, baseline: Any = 0.0, samples: int = 25, *, generator=None, batch_size=None, precision=None, progress=None
 ):
     """Shapley value sampling (Captum's ``ShapleyValueSampling``; Castro et al. 2009): the
     marginal contributions along ``samples`` random orderings of the features, averaged. Each
@@ -317,6 +339,7 @@ def shapley_sampling(
         fa.shapley_sampling(f, mask=superpixels, samples=25)(x)     # [B, ...] -> [B, ...]
     """
     check_fn(f)
+    _random.check_generator(generator)
     _check_samples(samples)
     opts = _executor.resolve(batch_size, precision, progress)
     plans: dict = {}  # mask plans, built once per input shape
@@ -325,9 +348,9 @@ def shapley_sampling(
         with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
-            feats = _windows.features(mask, c.xs, c.B, cache=plans)
+            feats = _features.features(mask, c.xs, c.B, cache=plans)
             F, S = feats.F, samples
-            order = _random_orders(S, F, c.device)  # [S, F]
+            order = _random_orders(S, F, c.device, generator)  # [S, F]
             rank = order.argsort(1)  # position of each feature in each ordering
 
             def keep(items):  # item 0: empty, 1: full, 2 + s*(F-1) + (t-1): first t of ordering s
@@ -350,7 +373,7 @@ def shapley_sampling(
 # --------------------------------------------------------------------------- surrogates
 
 
-def _kernel_coalitions(n: int, F: int, device: torch.device) -> Tensor:
+def _kernel_coalitions(n: int, F: int, device: torch.device, generator) -> Tensor:
     """Captum's KernelSHAP sampling: the full and the empty coalition, then sizes ``k`` drawn
     with ``p(k) ∝ (F−1) / (k (F−k))`` and a uniform subset of that size. ``[n, F]`` bool."""
     z = torch.zeros(n, F, dtype=torch.bool, device=device)
@@ -358,16 +381,16 @@ def _kernel_coalitions(n: int, F: int, device: torch.device) -> Tensor:
     if n > 2:
         if F > 1:
             k = torch.arange(1, F, dtype=torch.float64)
-            size = torch.multinomial((F - 1) / (k * (F - k)), n - 2, replacement=True).to(device) + 1
-            rank = torch.rand(n - 2, F, device=device).argsort(1).argsort(1)
+            size = _random.multinomial((F - 1) / (k * (F - k)), n - 2, generator, device) + 1
+            rank = _random.rand((n - 2, F), generator, device).argsort(1).argsort(1)
             z[2:] = rank < size.unsqueeze(1)
         else:
-            z[2:] = torch.rand(n - 2, 1, device=device) < 0.5
+            z[2:] = _random.rand((n - 2, 1), generator, device) < 0.5
     return z
 
 
 def kernel_shap(
-    f: Callable, mask=None, baseline: Any = 0.0, samples: int = 25, *, batch_size=None, precision=None, progress=None
+    f: Callable, mask=None, baseline: Any = 0.0, samples: int = 25, *, generator=None, batch_size=None, precision=None, progress=None
 ):
     """KernelSHAP (Lundberg & Lee 2017) as Captum's ``KernelShap``: ``samples`` coalitions —
     the full and the empty one (weight 1e6, standing in for ∞), then coalition sizes drawn from
@@ -380,6 +403,7 @@ def kernel_shap(
     The coalitions are shared by the examples of a batch (Captum draws them per example).
     """
     check_fn(f)
+    _random.check_generator(generator)
     _check_samples(samples, least=2)
     opts = _executor.resolve(batch_size, precision, progress)
     plans: dict = {}  # mask plans, built once per input shape
@@ -388,8 +412,8 @@ def kernel_shap(
         with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
-            feats = _windows.features(mask, c.xs, c.B, cache=plans)
-            Z = _kernel_coalitions(samples, feats.F, c.device)
+            feats = _features.features(mask, c.xs, c.B, cache=plans)
+            Z = _kernel_coalitions(samples, feats.F, c.device, generator)
             v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions",), "kernel shap")
             w = torch.ones(samples, dtype=torch.float64, device=c.device)
             w[:2] = KERNEL_SHAP_ENDPOINT_WEIGHT
@@ -399,16 +423,19 @@ def kernel_shap(
     return mark(attr_fn, "kernel_shap")
 
 
-def _bernoulli_coalitions(n: int, F: int, device: torch.device) -> Tensor:
+def _bernoulli_coalitions(n: int, F: int, device: torch.device, generator) -> Tensor:
     """LIME's sampling: each feature kept with probability ½, ``[n, F]`` bool."""
-    return torch.rand(n, F, device=device) < 0.5
+    return _random.rand((n, F), generator, device) < 0.5
 
 
 DISTANCES = ("cosine", "euclidean")
 
 
-def _similarities(c: Call, feats: _windows.Features, bases, Z: Tensor, kernel_width: float, distance: str) -> Tensor:
-    """LIME's weights ``exp(−d(x, x_z)² / (2 width²))`` per coalition and example, ``[n, B]``.
+def _similarities(
+    c: Call, feats: _features.Features, bases, Z: Tensor, kernel_width: float, distance: str, whole: bool = False
+) -> Tensor:
+    """LIME's weights ``exp(−d(x, x_z)² / (2 width²))`` per coalition and example, ``[n, B]``
+    (``whole``: of the whole batch as one input, ``[n, 1]``).
 
     Every perturbed input is ``x`` on kept features and the baseline elsewhere, so the dot
     products it needs are sums over features of per-feature partial sums of ``x·x``, ``x·b``
@@ -422,6 +449,8 @@ def _similarities(c: Call, feats: _windows.Features, bases, Z: Tensor, kernel_wi
         xx.scatter_add_(1, idx, xf * xf)
         xb.scatter_add_(1, idx, xf * bf)
         bb.scatter_add_(1, idx, bf * bf)
+    if whole:  # one perturbation of the whole batch: Captum flattens the batch
+        xx, xb, bb = (t.sum(0, keepdim=True) for t in (xx, xb, bb))
     z = Z.double()
     if distance == "cosine":
         dot = z @ (xx - xb).t() + xb.sum(1)  # [n, B]
@@ -443,6 +472,7 @@ def lime(
     *,
     penalty: str | None = "l1",
     distance: str = "cosine",
+    generator=None,
     batch_size=None,
     precision=None,
     progress=None,
@@ -458,6 +488,7 @@ def lime(
         fa.lime(f, mask=superpixels, samples=200)(x)    # [B, ...] -> [B, ...] (coefficients)
     """
     check_fn(f)
+    _random.check_generator(generator)
     _check_samples(samples)
     if not isinstance(kernel_width, (int, float)) or isinstance(kernel_width, bool) or kernel_width <= 0:
         raise ValueError(f"kernel_width must be a positive number, got {kernel_width!r}")
@@ -474,10 +505,10 @@ def lime(
         with torch.no_grad(), begin(f, x, args, kwargs, opts, grad=False) as c:
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
-            feats = _windows.features(mask, c.xs, c.B, cache=plans)
-            Z = _bernoulli_coalitions(samples, feats.F, c.device)
+            feats = _features.features(mask, c.xs, c.B, cache=plans)
+            Z = _bernoulli_coalitions(samples, feats.F, c.device, generator)
             v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions",), "lime")
-            w = _similarities(c, feats, bases, Z, float(kernel_width), distance)
+            w = _similarities(c, feats, bases, Z, float(kernel_width), distance, whole=v.shape[1] != c.B)
             coef = _surrogate.fit(Z, v, w, penalty=penalty, alpha=float(alpha))
             return _per_feature(c, feats, coef.permute(2, 0, 1))
 

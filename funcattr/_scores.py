@@ -17,7 +17,7 @@ from torch import Tensor
 
 from . import _fold
 
-__all__ = ["target", "outputs", "per_example", "prepare", "as_scores", "k_form"]
+__all__ = ["target", "outputs", "per_example", "prepare", "as_scores", "k_form", "batch_value", "gives_rows"]
 
 _NO_TARGET = object()
 
@@ -255,3 +255,23 @@ def as_scores(out: Any, rows: int) -> Tensor:
         f"the function to explain returned shape {tuple(out.shape)}; it must return one score per "
         "example [B] or K scores [B, K]. Wrap the model with fa.target(model, target) or fa.outputs(model, [...])"
     )
+
+
+def batch_value(out: Any, rows: int) -> Tensor | None:
+    """One value for the whole batch — a Python number, a 0-d tensor, or a one-element tensor
+    when the batch has more than one row — as a 0-d tensor; None for anything else."""
+    if isinstance(out, (int, float)) and not isinstance(out, bool):
+        return torch.tensor(float(out), dtype=torch.float64)  # a Python float is a double
+    if isinstance(out, Tensor) and out.numel() == 1 and (out.dim() == 0 or rows > 1):
+        return out.reshape(())
+    return None
+
+
+def gives_rows(f: Callable, kwargs: dict) -> bool:
+    """Whether ``f`` is known to give one row of scores per example (a target is chosen, or
+    K outputs, or a neuron); otherwise only its output tells (it may give one value for
+    the whole batch, e.g. a dataset-level loss)."""
+    if isinstance(f, Target):
+        t = kwargs.get("target") if f.target is _NO_TARGET else f.target
+        return t is not None
+    return getattr(f, "k_form", None) is not None

@@ -22,8 +22,9 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
-__all__ = ["InputOf", "input_of", "Site", "site_of", "capture", "read", "guard", "Stop"]
+__all__ = ["InputOf", "input_of", "Site", "Sites", "Layout", "site_of", "capture", "read", "guard", "Stop"]
 
 
 class InputOf:
@@ -59,14 +60,60 @@ class Site:
         return f"Site({self.name})"
 
 
-def site_of(wrt: Any, name: str = "wrt") -> Site | None:
+class Sites:
+    """What ``wrt=`` names: one site, or a list of them read in one forward (``many``)."""
+
+    def __init__(self, parts: tuple[Site, ...], many: bool):
+        self.parts, self.many = parts, many
+
+    @property
+    def name(self) -> str:
+        return self.parts[0].name if not self.many else "[" + ", ".join(p.name for p in self.parts) + "]"
+
+    def __repr__(self):
+        return f"Sites({self.name})"
+
+
+def _one_site(w: Any, name: str) -> Site:
+    if isinstance(w, InputOf):
+        return Site(w.module, True)
+    if isinstance(w, nn.Module):
+        return Site(w, False)
+    raise TypeError(f"{name} must be an nn.Module, fa.input_of(module) or a list of them, got {type(w).__name__}")
+
+
+def site_of(wrt: Any, name: str = "wrt") -> Sites | None:
     if wrt is None:
         return None
-    if isinstance(wrt, InputOf):
-        return Site(wrt.module, True)
-    if isinstance(wrt, nn.Module):
-        return Site(wrt, False)
-    raise TypeError(f"{name} must be an nn.Module or fa.input_of(module), got {type(wrt).__name__}")
+    if isinstance(wrt, (list, tuple)):
+        if not wrt:
+            raise ValueError(f"{name} is an empty list; name at least one layer")
+        parts = tuple(_one_site(w, f"{name}[{i}]") for i, w in enumerate(wrt))
+        keys = [(id(p.module), p.of_input) for p in parts]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{name} names the same layer twice")
+        return Sites(parts, True)
+    return Sites((_one_site(wrt, name),), False)
+
+
+class Layout:
+    """How a capture's flat tuple of tensors maps back to what ``wrt=`` named: per site, one
+    tensor (``single``) or a tuple of them (a tuple output, or a module's several inputs);
+    a list of those when ``wrt=`` was a list."""
+
+    def __init__(self, counts: tuple[int, ...], single: tuple[bool, ...], many: bool):
+        self.counts, self.single, self.many = counts, single, many
+
+    def split(self, flat: tuple) -> list[tuple]:
+        out, i = [], 0
+        for n in self.counts:
+            out.append(tuple(flat[i : i + n]))
+            i += n
+        return out
+
+    def restore(self, flat: tuple):
+        parts = [p[0] if one else p for p, one in zip(self.split(flat), self.single)]
+        return parts if self.many else parts[0]
 
 
 # The hooks active in this context (thread, call): a hook whose token is not here passes through.
@@ -96,93 +143,133 @@ class Stop(Exception):
 
 
 class Capture:
-    """What a capture saw: ``value`` (the captured tensor) and how many times the site ran."""
+    """What a capture saw: the captured tensors of each site (``values``, flat) and how they
+    map back (``layout``)."""
 
-    __slots__ = ("value", "calls")
+    def __init__(self, n: int, many: bool):
+        self.parts: list[tuple | None] = [None] * n
+        self.single: list[bool] = [True] * n
+        self.many = many
 
-    def __init__(self):
-        self.value: Tensor | None = None
-        self.calls = 0
+    @property
+    def done(self) -> bool:
+        return all(p is not None for p in self.parts)
+
+    @property
+    def values(self) -> tuple[Tensor, ...]:
+        return tuple(t for p in self.parts for t in p)
+
+    @property
+    def value(self) -> Tensor:
+        """The captured tensor of a one-tensor site."""
+        return self.values[0]
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(tuple(len(p) for p in self.parts), tuple(self.single), self.many)
+
+
+def _floats(tree: Any) -> tuple[list, Any, list[int]]:
+    leaves, spec = tree_flatten(tree)
+    return leaves, spec, [i for i, t in enumerate(leaves) if isinstance(t, Tensor) and t.is_floating_point()]
 
 
 @contextlib.contextmanager
-def capture(site: Site, mode: str = "observe", inject: Tensor | None = None, grad_after: bool = False, stop: bool = False):
-    """Capture ``site`` during the block; yields a :class:`Capture`.
+def capture(
+    sites: Sites | Site,
+    mode: str = "observe",
+    inject: list[tuple] | None = None,
+    grad_after: bool = False,
+    stop: bool = False,
+):
+    """Capture ``sites`` during the block; yields a :class:`Capture`.
 
-    ``mode``: ``"observe"`` keeps the value as computed (in the graph when grad is on),
-    ``"leaf"`` replaces it by a detached copy that requires grad (gradients w.r.t. the site;
-    the forward before the site need not record anything), ``"inject"`` replaces it by
-    ``inject``. ``grad_after`` switches autograd on once the site has run (the caller runs
-    the forward under ``no_grad`` and restores the mode after). ``stop`` raises
-    :class:`Stop` once the value is read.
+    A site's value is every floating-point tensor of the module's output (a tensor, or the
+    tensors of a tuple/nested output) or of its positional inputs (``fa.input_of``).
+    ``mode``: ``"observe"`` keeps the values as computed (in the graph when grad is on),
+    ``"leaf"`` replaces them by detached copies that require grad (gradients w.r.t. the
+    site; the forward before the site need not record anything), ``"inject"`` replaces them
+    by ``inject`` (per site, a tuple of tensors). ``grad_after`` switches autograd on once a
+    site has run (the caller runs the forward under ``no_grad`` and restores the mode after).
+    ``stop`` raises :class:`Stop` once every site has been read.
     """
-    box = Capture()
+    if isinstance(sites, Site):
+        sites = Sites((sites,), False)
+    box = Capture(len(sites.parts), sites.many)
     token = object()
-    what = "input" if site.of_input else "output"
 
-    def take(value):
-        box.calls += 1
-        if box.calls > 1:
+    def take(i: int, site: Site, tree: Any):
+        if box.parts[i] is not None:
             raise RuntimeError(
                 f"wrt={type(site.module).__name__} runs more than once inside f; attribute to a module "
                 "that runs once per forward (wrap each use in its own module)"
             )
-        if not isinstance(value, Tensor):
-            raise TypeError(
-                f"{site.name} is a {type(value).__name__}, not a Tensor; attribute to a layer whose {what} is a single tensor"
-            )
+        leaves, spec, idx = _floats(tree)
+        if not idx:
+            what = "inputs" if site.of_input else "output"
+            raise TypeError(f"{site.name} holds no floating-point tensor ({type(tree).__name__}); there is nothing to attribute in its {what}")
         if mode == "inject":
-            if inject.shape != value.shape:
-                raise ValueError(f"{site.name}: injected shape {tuple(inject.shape)} != {tuple(value.shape)}")
-            new = inject
+            new = inject[i]
+            if len(new) != len(idx) or any(n.shape != leaves[j].shape for n, j in zip(new, idx)):
+                raise ValueError(
+                    f"{site.name}: injected shapes {[tuple(n.shape) for n in new]} != {[tuple(leaves[j].shape) for j in idx]}"
+                )
         elif mode == "leaf":
-            new = value.detach().requires_grad_(True)
+            new = tuple(leaves[j].detach().requires_grad_(True) for j in idx)
         else:
-            new = value
-        box.value = new
+            new = tuple(leaves[j] for j in idx)
+        box.parts[i] = new
+        # one tensor: a tensor output, or one positional input (Captum returns a tuple only for several)
+        box.single[i] = isinstance(tree, Tensor) or (site.of_input and len(leaves) == 1 and len(new) == 1)
         if grad_after:
             torch.set_grad_enabled(True)
-        if stop:
+        if stop and box.done:
             raise Stop(box)
-        return new.clone()  # the model goes on with a copy: in-place layers after the site are safe
+        for j, t in zip(idx, new):
+            leaves[j] = t.clone()  # the model goes on with copies: in-place layers after the site are safe
+        return tree_unflatten(leaves, spec)
 
-    if site.of_input:
+    handles = []
+    for i, site in enumerate(sites.parts):
+        if site.of_input:
 
-        def pre(mod, args, kwargs):
-            if not _mine(token):
-                return None
-            if len(args) < 1:
-                raise TypeError(f"{site.name}: the module was called without a positional input")
-            return (take(args[0]), *args[1:]), kwargs
+            def pre(mod, args, kwargs, i=i, site=site):
+                if not _mine(token):
+                    return None
+                if len(args) < 1:
+                    raise TypeError(f"{site.name}: the module was called without a positional input")
+                return tuple(take(i, site, tuple(args))), kwargs
 
-        handle = site.module.register_forward_pre_hook(pre, with_kwargs=True)
-    else:
+            handles.append(site.module.register_forward_pre_hook(pre, with_kwargs=True))
+        else:
 
-        def post(mod, args, out):
-            return take(out) if _mine(token) else None
+            def post(mod, args, out, i=i, site=site):
+                return take(i, site, out) if _mine(token) else None
 
-        handle = site.module.register_forward_hook(post)
+            handles.append(site.module.register_forward_hook(post))
     try:
         with _activated(token):
             yield box
     finally:
-        handle.remove()
-    if box.calls == 0:
-        raise ValueError(
-            f"the layer {type(site.module).__name__} never ran inside f; pass a module that the model calls in its forward"
-        )
+        for h in handles:
+            h.remove()
+    for p, site in zip(box.parts, sites.parts):
+        if p is None:
+            raise ValueError(
+                f"the layer {type(site.module).__name__} never ran inside f; pass a module that the model calls in its forward"
+            )
 
 
-def read(f: Callable, site: Site, xs: tuple, args: tuple = (), kwargs: dict | None = None) -> Tensor:
-    """Run ``f`` until ``site`` has run and return its value (in the graph when grad is on);
-    the rest of the forward is skipped."""
-    with capture(site, stop=True) as box:
+def read(f: Callable, sites: Sites | Site, xs: tuple, args: tuple = (), kwargs: dict | None = None) -> Capture:
+    """Run ``f`` until every site has run and return the capture (values in the graph when
+    grad is on); the rest of the forward is skipped."""
+    with capture(sites, stop=True) as box:
         try:
             f(*xs, *args, **(kwargs or {}))
         except Stop as stop:
             if stop.box is not box:
                 raise
-    return box.value
+    return box
 
 
 # --------------------------------------------------------------------------- batch-coupled layers

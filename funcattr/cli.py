@@ -1,7 +1,8 @@
 """The ``funcattr`` command: ``funcattr demo`` and ``funcattr explain IMAGE``.
 
-User errors (missing file, unknown method, bad target, offline download) print one line and
-exit with status 2; nothing prints a traceback for them.
+User errors (missing or unreadable files, weights that do not fit the model, an output path
+that cannot be written, unknown method, bad target, offline download) print one line and exit
+with status 2; nothing prints a traceback for them.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def demo(out: str, device: str, n_eval: int, methods: list[str]) -> None:
     dev = _device(device)
     model = zoo.load(device=dev)
     layer = model.last_conv
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--out: cannot create the folder {out} ({err.strerror or err})") from None
     imgs, labels, masks = zoo.make_shapes(n_eval, seed=zoo.TEST_SEED)
     imgs, labels, masks = imgs.to(dev), labels.to(dev), masks.to(dev)
     size = tuple(imgs.shape[-2:])
@@ -132,7 +136,7 @@ def _load_model(spec: str, weights: str | None, dev: torch.device):
 
         model = zoo.load(device=dev)
         if weights not in (None, "DEFAULT"):
-            model.load_state_dict(_read_weights(weights))
+            _apply_weights(model, weights)
         return model, (64, 64), None, None, list(zoo.CLASSES), model.last_conv
     if spec.startswith("torchvision:"):
         import torchvision
@@ -155,7 +159,7 @@ def _load_model(spec: str, weights: str | None, dev: torch.device):
             if weights is None:
                 print("funcattr: warning: no --weights given; explaining a randomly initialized model", file=sys.stderr)
             else:
-                model.load_state_dict(_read_weights(weights))
+                _apply_weights(model, weights)
             classes = None
         model = model.eval().to(dev)
         return model, (224, 224), IMAGENET_MEAN, IMAGENET_STD, classes, _last_conv(model)
@@ -166,10 +170,37 @@ def _read_weights(path: str):
     if not os.path.isfile(path):
         raise UserError(f"weights file not found: {path}")
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"could not read weights from {path}: {err}") from None
-    return sd
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a corrupt file, or a pickle that is not plain tensors
+        if "Unsupported global" in str(err):
+            raise UserError(
+                f"could not read weights from {path}: it holds Python objects besides tensors, which are not loaded "
+                "for safety; save model.state_dict() instead"
+            ) from None
+        raise UserError(f"could not read weights from {path}: not a file saved by torch.save (corrupt or another format)") from None
+
+
+def _apply_weights(model: torch.nn.Module, path: str) -> None:
+    """Load a state_dict file into ``model``; a file that does not fit says how, in one line."""
+    sd = _read_weights(path)
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):  # a training checkpoint
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise UserError(
+            f"{path} holds a {type(sd).__name__}, not a state_dict "
+            "(a dict of tensors saved by torch.save(model.state_dict(), PATH))"
+        )
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [k for k in own if k in sd and (not isinstance(sd[k], torch.Tensor) or sd[k].shape != own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {what} (e.g. {keys[0]!r})")
+        raise UserError(f"the weights in {path} do not fit {type(model).__name__}: keys " + ", ".join(parts))
+    model.load_state_dict(sd)
 
 
 def _last_conv(model: torch.nn.Module) -> torch.nn.Module:
@@ -182,18 +213,62 @@ def _last_conv(model: torch.nn.Module) -> torch.nn.Module:
 def _load_image(path: str, size, mean, std, dev) -> tuple[torch.Tensor, torch.Tensor]:
     if not os.path.isfile(path):
         raise UserError(f"image file not found: {path}")
+    import warnings
+
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.functional import normalize, pil_to_tensor, resize
+    from torchvision.transforms.functional import normalize, resize
 
     try:
-        img = Image.open(path).convert("RGB")
-    except (UnidentifiedImageError, OSError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise UserError(f"{path} is too large to decode safely: {str(err).split(',')[0]}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise UserError(f"not an image file: {path}") from None
-    x = resize(pil_to_tensor(img), list(size), antialias=True).float() / 255.0
+    x = _to_tensor(img, np)
+    x = resize(x, list(size), antialias=True)
     shown = x.clone()
     if mean is not None:
         x = normalize(x, mean, std)
     return x.unsqueeze(0).to(dev), shown
+
+
+def _to_tensor(img, np) -> torch.Tensor:
+    """A PIL image as float RGB ``[3, H, W]`` in ``[0, 1]``: 16- and 32-bit grey images are
+    scaled by their range (PIL's ``convert("RGB")`` would clip them to white), alpha is
+    dropped, palette and grey images become RGB."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0)
+        if img.mode in ("I", "F") and a.max() <= 1.0 and a.min() >= 0.0:
+            top = 1.0
+        g = torch.from_numpy(np.clip(a / top, 0.0, 1.0)).float()
+        return g.unsqueeze(0).expand(3, *g.shape).clone()
+    a = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(a.copy()).permute(2, 0, 1).float() / 255.0
+
+
+_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".eps", ".ps")
+
+
+def _check_out(out: str) -> str:
+    """The figure path to write: ``.png`` added when it has no extension; the format must be
+    one matplotlib writes and the folder must exist and be writable."""
+    root, ext = os.path.splitext(out)
+    if not ext:
+        out, ext = out + ".png", ".png"
+    if ext.lower() not in _FORMATS:
+        raise UserError(f"--out {out}: unknown image format {ext!r}; use one of {', '.join(_FORMATS)}")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise UserError(f"--out {out}: the folder {folder} {what}")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--out {out}: the folder {folder} is not writable")
+    return out
 
 
 def explain(image: str, model_spec: str, weights: str | None, method: str, target: str, out: str | None, device: str) -> None:
@@ -207,6 +282,9 @@ def explain(image: str, model_spec: str, weights: str | None, method: str, targe
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     dev = _device(device)
+    out = _check_out(out or f"{os.path.splitext(os.path.basename(image))[0]}-{method}.png")
+    if os.path.exists(out) and os.path.samefile(out, image):
+        raise UserError(f"--out {out} is the input image; choose another file name")
     model, size, mean, std, classes, layer = _load_model(model_spec, weights, dev)
     x, shown = _load_image(image, size, mean, std, dev)
     with torch.no_grad():
@@ -227,13 +305,15 @@ def explain(image: str, model_spec: str, weights: str | None, method: str, targe
     t0 = time.perf_counter()
     a = attr_fn(x)
     print(f"{method} for {name(t)}: {time.perf_counter() - t0:.2f} s")
-    out = out or f"{os.path.splitext(os.path.basename(image))[0]}-{method}.png"
     fig = Figure(figsize=(8, 4))
     ax1, ax2 = fig.subplots(1, 2)
     fa.viz.image(shown, shown, method="original_image", ax=ax1, title="input")
     fa.viz.image(a[0], shown, method="blended_heat_map", sign="absolute_value", ax=ax2, title=f"{method}: {name(t)}")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    try:
+        fig.savefig(out, dpi=100)
+    except OSError as err:
+        raise UserError(f"--out {out}: could not write it ({err.strerror or err})") from None
     print(f"wrote {out}")
 
 

@@ -89,17 +89,23 @@ def test_noise_tunnel_tiny_noise_matches_captum(net, img):
         close(ours, theirs, atol=1e-4)
 
 
-def test_gradient_shap_on_linear_model_matches_captum():
+def test_gradient_shap_on_linear_model_is_exact_for_its_draws_and_agrees_with_captum():
+    torch.manual_seed(0)
     w = torch.randn(1, 6)
     m = Linear(w, 0.5)
     x = torch.randn(4, 6)
-    dist = torch.randn(5, 6)
-    ours = fa.gradient_shap(fa.target(m, 0), dist, samples=7)(x)
-    theirs = GradientShap(m).attribute(x, baselines=dist, target=0, n_samples=7)
-    # gradients are constant, so only the drawn baselines differ: compare the expectation
+    dist = torch.randn(5, 6) + 3.0  # far from 0: an implementation ignoring the baselines is off by |3 w|
+    ours = fa.gradient_shap(fa.target(m, 0), dist, samples=7, generator=torch.Generator().manual_seed(7))(x)
+    idx = torch.randint(5, (7, 4), generator=torch.Generator().manual_seed(7))  # its baseline draws, in order
+    close(ours, ((x.unsqueeze(0) - dist[idx]) * w).mean(0))  # linear: gradients are w at every point
+    # Captum draws from the global RNG: compare both with the expectation over many samples
+    torch.manual_seed(1)
+    ours = fa.gradient_shap(fa.target(m, 0), dist, samples=4000)(x)
+    theirs = GradientShap(m).attribute(x, baselines=dist, target=0, n_samples=4000)
     exp = (x - dist.mean(0)) * w
     assert ours.shape == theirs.shape == x.shape
-    assert (ours - exp).abs().mean() < 1.5 * (theirs - exp).abs().mean() + 0.2
+    assert (ours - exp).abs().max() < 0.15 and (theirs - exp).abs().max() < 0.15
+    assert (x * w - exp).abs().max() > 1.0
 
 
 def test_gradient_shap_statistically_matches_captum(net, img):
@@ -269,10 +275,14 @@ def test_bf16_precision_runs_and_is_close(net, img):
     assert (a - b).norm() / a.norm() < 0.1
 
 
-def test_results_keep_dtype_and_progress_bar_runs(net):
+def test_results_keep_dtype_and_progress_bar_runs(net, capsys):
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     a = fa.integrated_gradients(fa.target(net.double(), 0), steps=4, progress=True)(x)
     assert a.dtype == torch.float64
+    err = capsys.readouterr().err
+    assert "integrated gradients:" in err and "0/4" in err  # tqdm drew the bar (leave=False clears it)
+    fa.integrated_gradients(fa.target(net.double(), 0), steps=4)(x)
+    assert "integrated gradients" not in capsys.readouterr().err  # and only when asked
 
 
 # --------------------------------------------------------------------------- errors

@@ -91,8 +91,8 @@ def test_layer_conductance_golden_numbers(layer, expected):
 
 
 def test_layer_ig_golden_numbers_on_the_multi_input_module_model():
-    # Captum attributes to the two outputs of `multi_relu` at once (a tuple, which funcattr
-    # refuses); here each is read before its ReLU, at its own linear layer. The score is
+    # Captum attributes to the two outputs of `multi_relu` at once (a tuple: funcattr gives a
+    # tuple too); each is also read before its ReLU, at its own linear layer. The score is
     # additive in them, so the numbers are the same up to the quadrature error at the ReLU's
     # kink (90.05 for 500 Gauss-Legendre steps, Captum's own number at linear1 too).
     m = BasicModel_MultiLayer(multi_input_module=True)
@@ -101,8 +101,9 @@ def test_layer_ig_golden_numbers_on_the_multi_input_module_model():
         ours = fa.integrated_gradients(fa.target(m, 0), wrt=layer, steps=500)(x)
         close(ours, torch.tensor([[90.0, 100.0, 100.0, 100.0]]), atol=0.1, rtol=0)
         close(ours, LayerIntegratedGradients(m, layer).attribute(x, target=0, n_steps=500))
-    with pytest.raises(TypeError, match="tuple, not a Tensor"):
-        fa.integrated_gradients(fa.target(m, 0), wrt=m.multi_relu)(x)
+    both = fa.integrated_gradients(fa.target(m, 0), wrt=m.multi_relu, steps=500)(x)
+    assert isinstance(both, tuple) and len(both) == 2
+    close(both, LayerIntegratedGradients(m, m.multi_relu).attribute(x, target=0, n_steps=500))
     assert no_hooks(m)
 
 
@@ -456,7 +457,7 @@ def test_errors(net, img):
     assert no_hooks(net)
 
 
-def test_a_layer_with_tuple_output_is_refused():
+def test_a_layer_with_tuple_output_gives_a_tuple_or_asks_for_a_callable_neuron():
     class Split(nn.Module):
         def forward(self, x):
             return x[:, :2], x[:, 2:]
@@ -472,12 +473,21 @@ def test_a_layer_with_tuple_output_is_refused():
             return self.lin(a) + b.sum(1, keepdim=True)
 
     m, x = M().eval(), torch.randn(2, 4)
-    for make in (
-        lambda: fa.gradcam(fa.target(m, 0), m.split)(x),
-        lambda: fa.conductance(fa.target(m, 0), m.split)(x),
-        lambda: fa.activation(m, m.split)(x),
-        lambda: fa.neuron(m, m.split, 0)(x),
-    ):
-        with pytest.raises(TypeError, match="output of Split is a tuple, not a Tensor"):
-            make()
+    acts = fa.activation(m, m.split)(x)
+    assert isinstance(acts, tuple) and len(acts) == 2
+    torch.testing.assert_close(acts[0], x[:, :2])
+    torch.testing.assert_close(acts[1], x[:, 2:])
+    # conductance telescopes along trapezoid nodes (0 … 1): exact completeness over both parts of a linear model
+    cond = fa.conductance(fa.target(m, 0), m.split, steps=50, method="riemann_trapezoid")(x)
+    assert isinstance(cond, tuple) and [c.shape for c in cond] == [(2, 2), (2, 2)]
+    base = m(torch.zeros_like(x))[:, 0]
+    torch.testing.assert_close(sum(c.sum(1) for c in cond), m(x)[:, 0] - base, rtol=1e-4, atol=1e-4)
+    # the second part reaches the score as b.sum(): its layer gradient is exactly one
+    cams = fa.gradcam(fa.target(m, 0), m.split)(x)
+    assert isinstance(cams, tuple) and len(cams) == 2
+    torch.testing.assert_close(cams[1], x[:, 2:].sum(1, keepdim=True))
+    with pytest.raises(ValueError, match="gives 2 tensors; name the neuron with a callable"):
+        fa.neuron(m, m.split, 0)(x)
+    with pytest.raises(ValueError, match="single output"):
+        fa.cam(fa.target(m, 0), m.split)(x)
     assert no_hooks(m)

@@ -208,7 +208,7 @@ def test_shapley_values_superpixels_match_captum(net, img):
 def test_feature_permutation_matches_captum_for_a_fixed_shuffle(net, img, monkeypatch):
     roll = lambda n, *a, **k: torch.arange(n).roll(1)  # noqa: E731
     monkeypatch.setattr(torch, "randperm", roll)
-    monkeypatch.setattr(_perturb, "_permutations", lambda F, B, device: torch.arange(B).roll(1).expand(F, B))
+    monkeypatch.setattr(_perturb, "_permutations", lambda F, B, device, generator: torch.arange(B).roll(1).expand(F, B))
     t = [3, 1, 0]
     for mask in [blocks(4), None]:
         ours = fa.feature_permutation(fa.target(net, t), mask=mask)(img)
@@ -217,9 +217,9 @@ def test_feature_permutation_matches_captum_for_a_fixed_shuffle(net, img, monkey
 
 
 def test_feature_permutation_draws_a_non_identity_shuffle_per_feature():
-    p = _perturb._permutations(500, 2, torch.device("cpu"))
+    p = _perturb._permutations(500, 2, torch.device("cpu"), None)
     assert (p == torch.tensor([1, 0])).all()  # with 2 examples the only non-identity shuffle
-    p = _perturb._permutations(400, 5, torch.device("cpu"))
+    p = _perturb._permutations(400, 5, torch.device("cpu"), None)
     assert not (p == torch.arange(5)).all(1).any()
     assert (p.sort(1).values == torch.arange(5)).all()
     assert len({tuple(r) for r in p.tolist()}) > 50  # independent draws, not one shared shuffle
@@ -288,7 +288,7 @@ def test_shapley_values_equal_average_over_all_orderings():
 
 def test_shapley_sampling_equals_loop_over_given_orderings(net, img, monkeypatch):
     orders = torch.tensor([[2, 0, 3, 1], [1, 3, 0, 2], [0, 1, 2, 3]])
-    monkeypatch.setattr(_perturb, "_random_orders", lambda S, F, device: orders[:S])
+    monkeypatch.setattr(_perturb, "_random_orders", lambda S, F, device, generator: orders[:S])
     mask = blocks(4)
     f = fa.target(net, 2)
     ref = torch.zeros_like(img)
@@ -314,7 +314,7 @@ def test_kernel_shap_equals_loop_and_weighted_least_squares(net, img, monkeypatc
     torch.manual_seed(0)
     Z = torch.rand(40, 4) < 0.5
     Z[0], Z[1] = True, False
-    monkeypatch.setattr(_perturb, "_kernel_coalitions", lambda n, F, device: Z[:n])
+    monkeypatch.setattr(_perturb, "_kernel_coalitions", lambda n, F, device, generator: Z[:n])
     mask = blocks(4)
     f = fa.target(net, 1)
     y = torch.stack([f(torch.where(z[mask], img, 0.0)) for z in Z])  # [n, B], one coalition at a time
@@ -342,7 +342,7 @@ def _lasso_cd(Z, y, w, alpha, sweeps=300):
 def test_lime_equals_loop_with_cosine_kernel_and_lasso(net, img, monkeypatch):
     torch.manual_seed(3)
     Z = torch.rand(30, 4) < 0.5
-    monkeypatch.setattr(_perturb, "_bernoulli_coalitions", lambda n, F, device: Z[:n])
+    monkeypatch.setattr(_perturb, "_bernoulli_coalitions", lambda n, F, device, generator: Z[:n])
     mask = blocks(4)
     f = fa.target(net, 0)
     for penalty, alpha in [(None, 0.0), ("l1", 0.05), ("l2", 0.5)]:
@@ -367,7 +367,7 @@ def test_lime_equals_loop_with_cosine_kernel_and_lasso(net, img, monkeypatch):
 def test_lime_euclidean_kernel_equals_loop(net, img, monkeypatch):
     torch.manual_seed(4)
     Z = torch.rand(20, 4) < 0.5
-    monkeypatch.setattr(_perturb, "_bernoulli_coalitions", lambda n, F, device: Z[:n])
+    monkeypatch.setattr(_perturb, "_bernoulli_coalitions", lambda n, F, device, generator: Z[:n])
     mask, f = blocks(4), fa.target(net, 2)
     ours = fa.lime(f, mask=mask, baseline=0.3, samples=20, kernel_width=3.0, penalty=None, distance="euclidean")(img)
     for i in range(3):
@@ -424,14 +424,14 @@ def test_very_unequal_features_take_the_mask_path(monkeypatch):
     x, b = torch.randn(3, 1, 64, 64), -0.5
     mask = torch.zeros(1, 1, 64, 64, dtype=torch.long)
     mask[..., 0, :] = torch.arange(1, 65)  # 64 singletons + a 4032-pixel background
-    from funcattr import _windows
+    from funcattr import _features
 
-    assert _windows.features(mask, (x,), 3).table(0, x.shape) is None
+    assert _features.features(mask, (x,), 3).table(0, x.shape) is None
     contrib = w * (x - b)
     ref = torch.where(mask == 0, contrib.masked_fill(mask != 0, 0).sum((2, 3), keepdim=True), contrib)
     close(fa.feature_ablation(fa.target(m, 0), mask=mask, baseline=b)(x), ref, atol=1e-4)
     monkeypatch.setattr(torch, "randperm", lambda n, *a, **k: torch.arange(n).roll(1))
-    monkeypatch.setattr(_perturb, "_permutations", lambda F, B, device: torch.arange(B).roll(1).expand(F, B))
+    monkeypatch.setattr(_perturb, "_permutations", lambda F, B, device, generator: torch.arange(B).roll(1).expand(F, B))
     theirs = FeaturePermutation(m).attribute(x, target=0, feature_mask=mask, perturbations_per_eval=100)
     close(fa.feature_permutation(fa.target(m, 0), mask=mask)(x), theirs, atol=1e-4)
 

@@ -253,7 +253,7 @@ def sensitivity_max(
         res = attr_fn(inp, *args, **attr_kwargs)
         if with_delta:
             res = res[0]
-        parts, _ = attributions_of(res, as_tuple(inp)[0], "sensitivity_max")
+        parts, _ = attributions_of(res, as_tuple(inp)[0], "sensitivity_max", attr_fn)
         return parts
 
     with _fold.examples(xs, args, attr_kwargs):  # per-example values of attr_fn follow the perturbed copies
