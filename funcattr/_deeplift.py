@@ -42,10 +42,11 @@ def _reference(rec: Recorder, sites, values: list):
             values.extend(box.values)
 
 
-def _step(c: Call, xs, bs, m: int, multiply_by_inputs: bool, eps: float):
+def _step(c: Call, xs, bs, m: int, multiply_by_inputs: bool, eps: float, per_item: bool = False):
     """``m`` folded items of (x, baseline) pairs, ``xs``/``bs`` ``[m, B, ...]``. Returns the
-    attributions summed over the items (``[B, K, ...]`` per input, or for the site), and
-    ``f(x)``, ``f(baseline)`` summed over the items (``[B, K]``)."""
+    attributions summed over the items (``[B, K, ...]`` per input, or for the site),
+    ``f(x)``, ``f(baseline)`` summed over the items (``[B, K]``), and with ``per_item`` each
+    item's completeness gap ``[m, B, K]`` (else None)."""
     xp = tuple(_fold.fold(x) for x in xs)
     bp = tuple(_fold.fold(b) for b in bs)
     a, kw = c.tiled(m * c.B)
@@ -61,10 +62,14 @@ def _step(c: Call, xs, bs, m: int, multiply_by_inputs: bool, eps: float):
         diffs = tuple(_fold.unfold(h - r.to(h.dtype), m) for h, r in zip(h_x, h_b))
     gs = tuple(_fold.unfold(g, m) for g in gs)  # [m, B, K, ...]
     if multiply_by_inputs:
-        attrs = tuple((g * d.unsqueeze(2).to(g.dtype)).sum(0) for g, d in zip(gs, diffs))
+        items = tuple(g * d.unsqueeze(2).to(g.dtype) for g, d in zip(gs, diffs))
     else:
-        attrs = tuple(g.sum(0) for g in gs)
-    return attrs, _fold.unfold(s_x, m).sum(0), _fold.unfold(s_b, m).sum(0)
+        items = gs
+    s_x, s_b = _fold.unfold(s_x, m), _fold.unfold(s_b, m)  # [m, B, K]
+    gaps = None
+    if per_item:  # Σ attr − (f(x) − f(b)) of each item: [m, B, K]
+        gaps = sum(t.reshape(*t.shape[:3], -1).sum(3) for t in items) - (s_x - s_b).to(items[0].dtype)
+    return tuple(t.sum(0) for t in items), s_x.sum(0), s_b.sum(0), gaps
 
 
 def deeplift(
@@ -109,8 +114,20 @@ def deeplift(
 
     The attribution is ``(x − baseline) ×`` the multipliers (``multiply_by_inputs=False``: the
     multipliers alone); with ``wrt=layer``, ``(a(x) − a(baseline)) ×`` the multipliers at the
-    layer's value, where ``baseline`` is still an *input* baseline. ``eps``: below this
-    ``|Δin|`` the local derivative replaces the secant (Captum's ``eps``); smooth functions
+    layer's value, where ``baseline`` is still an *input* baseline.
+
+    The multipliers are a value of their own, so Captum's ``custom_attribution_func`` is a
+    composition::
+
+        mult = fa.deeplift(f, b, multiply_by_inputs=False)(x)    # [B, 3, H, W]: Δf/Δx per element
+        attr = custom(mult, x, b)                                # Captum's custom_attribution_func
+        attr = (mult * (x - b)) ** 2                             # e.g. squared contributions
+
+    For ``fa.deeplift_shap``, Captum applies the function per baseline and averages:
+    ``torch.stack([custom(fa.deeplift(f, bj, multiply_by_inputs=False)(x), x, bj) for bj in
+    dist]).mean(0)``.
+
+    ``eps``: below this ``|Δin|`` the local derivative replaces the secant (Captum's ``eps``); smooth functions
     also use it where ``|Δin| ≤ ε^(1/3)·|x + baseline|`` (``ε`` the float type's resolution),
     where their secant would be rounding noise.
 
@@ -130,7 +147,7 @@ def deeplift(
             bs = broadcast_baseline(baseline, c.xs)
             xs1 = tuple(x.unsqueeze(0) for x in c.xs)
             bs1 = tuple(b.expand_as(x).unsqueeze(0) for b, x in zip(bs, c.xs))
-            attrs, s_x, s_b = c.run(
+            attrs, s_x, s_b, _ = c.run(
                 lambda lo, hi: _step(c, xs1, bs1, 1, multiply_by_inputs, eps), 1, "deeplift", multiply_by_inputs, desc="deeplift"
             )
             return c.finish(attrs, c.gap(attrs, s_x, s_b) if return_delta else None)
@@ -142,7 +159,7 @@ def deeplift_shap(
     f: Callable,
     baselines: Any,
     multiply_by_inputs: bool = True,
-    return_delta: bool = False,
+    return_delta: bool | str = False,
     *,
     eps: float = EPS,
     wrt=None,
@@ -158,8 +175,14 @@ def deeplift_shap(
         fa.deeplift_shap(f, baselines=background[:16])(x)   # [B, 3, H, W] -> [B, 3, H, W]
 
     ``return_delta=True`` gives per example ``Σ attr − (f(x) − mean_j f(b_j))``, the mean of
-    Captum's per-pair deltas.
+    Captum's per-pair deltas; ``return_delta="per_sample"`` gives Captum's per-pair deltas,
+    one per (example, baseline), as ``[B, N_b]`` (``[B, K, N_b]`` for K scores)::
+
+        attr, delta = fa.deeplift_shap(f, background[:16], return_delta="per_sample")(x)
+        delta.shape                                  # [B, 16]; Captum's delta.view(B, 16)
     """
+    if return_delta not in (False, True, "per_sample"):
+        raise ValueError(f"return_delta must be False, True or 'per_sample', got {return_delta!r}")
     check_fn(f)
     opts = _executor.resolve(batch_size, precision, progress)
 
@@ -168,15 +191,28 @@ def deeplift_shap(
             dist = _distribution(baselines, c.xs)
             Nb, B = dist[0].shape[0], c.B
 
+            per_sample = return_delta == "per_sample"
+
             def step(lo, hi):
                 m = hi - lo
                 xs = tuple(x.unsqueeze(0).expand(m, *x.shape) for x in c.xs)
                 bs = tuple(d[lo:hi].unsqueeze(1).expand(m, B, *d.shape[1:]) for d in dist)
-                return _step(c, xs, bs, m, multiply_by_inputs, eps)
+                attrs, s_x, s_b, gaps = _step(c, xs, bs, m, multiply_by_inputs, eps, per_sample)
+                if not per_sample:
+                    return attrs, s_x, s_b
+                every = gaps.new_zeros(Nb, *gaps.shape[1:])  # this chunk's rows of [N_b, B, K]
+                every[lo:hi] = gaps
+                return attrs, s_x, s_b, every
 
-            total, s_x, s_b = c.run(step, Nb, "deeplift_shap", multiply_by_inputs, desc="deeplift shap")
+            res = c.run(step, Nb, "deeplift_shap", multiply_by_inputs, per_sample, desc="deeplift shap")
+            total, s_x, s_b = res[:3]
             attrs = tuple(t / Nb for t in total)
-            return c.finish(attrs, c.gap(attrs, s_x / Nb, s_b / Nb) if return_delta else None)
+            if per_sample:
+                d = res[3].permute(1, 2, 0)  # [B, K, N_b]
+                delta = d if c.is_k(d.shape[1]) else d[:, 0]
+            else:
+                delta = c.gap(attrs, s_x / Nb, s_b / Nb) if return_delta else None
+            return c.finish(attrs, delta)
 
-    return mark(attr_fn, "deeplift_shap", return_delta)
+    return mark(attr_fn, "deeplift_shap", bool(return_delta))
 
