@@ -3,7 +3,7 @@
 The limit of DeepLift over B examples is what any implementation must do: a plain forward of
 the B baseline rows (no autograd) plus a forward+backward of the B example rows, built by
 hand over the same points. ``python -m benchmarks.profile_deeplift [--full] [--repeat N]
-[--profile]``: the small CNN at 32×32, B=32 (default), or resnet18 at 224×224, B=16 (``--full``).
+[--profile] [--threads N] [--cpu-time]``: the small CNN at 32×32, B=32 (default), or resnet18 at 224×224, B=16 (``--full``).
 Medians of interleaved calls; ``--profile`` adds the top ops by self CPU time for both.
 """
 
@@ -38,16 +38,19 @@ def build(full: bool):
     return model, x, {"funcattr": lambda: dl(x), "limit": limit}
 
 
-def timed(fns: dict, repeat: int) -> dict:
+def timed(fns: dict, repeat: int, clock=time.perf_counter) -> dict:
+    """Median seconds per call of each function, calls interleaved. ``clock``: wall time, or
+    ``time.process_time`` (this process's CPU time: with one thread, less sensitive to other
+    processes on a loaded machine)."""
     for fn in fns.values():
         fn()
         fn()
     times = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
-            t = time.perf_counter()
+            t = clock()
             fn()
-            times[k].append(time.perf_counter() - t)
+            times[k].append(clock() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -65,11 +68,16 @@ def main(argv=None):
     ap.add_argument("--full", action="store_true")
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cpu-time", action="store_true", help="time by process CPU time (use with --threads 1 on a loaded machine)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, x, fns = build(args.full)
-    t = timed(fns, args.repeat)
+    t = timed(fns, args.repeat, time.process_time if args.cpu_time else time.perf_counter)
     print(f"{'resnet18 224px B=16' if args.full else 'small CNN 32px B=32'}: funcattr {t['funcattr'] * 1e3:.1f} ms, "
-          f"limit {t['limit'] * 1e3:.1f} ms, ratio {t['funcattr'] / t['limit']:.3f} (threads {torch.get_num_threads()})")
+          f"limit {t['limit'] * 1e3:.1f} ms, ratio {t['funcattr'] / t['limit']:.3f} (threads {torch.get_num_threads()}, "
+          f"{'CPU' if args.cpu_time else 'wall'} time, median of {args.repeat})")
     if args.profile:
         for k, fn in fns.items():
             print(f"--- {k}\n{profile(fn)}")

@@ -169,6 +169,7 @@ _simple("selu", torch.selu, False, tensor=False)
 for _n in (
     "sigmoid", "tanh", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt", "reciprocal",
     "square", "sin", "cos", "tan", "sinh", "cosh", "asinh", "atan", "arctan", "arcsinh", "erf", "erfc", "sinc",
+    "asin", "arcsin", "acos", "arccos", "acosh", "arccosh", "atanh", "arctanh",
 ):
     _simple(_n, getattr(torch, _n), False, special=_n in ("exp2", "expm1", "log1p", "erf", "erfc", "sinc"))
 _add([(torch.special.expit, "torch.special.expit")], OPS[torch.sigmoid])
@@ -289,7 +290,7 @@ _deny(
     "cholesky svd qr lstm gru rnn_tanh rnn_relu lstm_cell gru_cell rnn_tanh_cell rnn_relu_cell embedding_bag "
     "histc kl_div binary_cross_entropy_with_logits poisson_nll_loss cosine_embedding_loss hinge_embedding_loss "
     "margin_ranking_loss triplet_margin_loss ctc_loss nanmean nansum addcdiv adaptive_max_pool1d "
-    "_native_multi_head_attention _transformer_encoder_layer_fwd grid_sampler"
+    "_native_multi_head_attention _transformer_encoder_layer_fwd grid_sampler angle msort ldexp igamma igammac"
 )
 _deny(
     "mse_loss l1_loss smooth_l1_loss huber_loss binary_cross_entropy soft_margin_loss multilabel_margin_loss "

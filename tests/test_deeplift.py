@@ -458,3 +458,27 @@ def test_deeplift_errors(data):
         fa.deeplift(f, torch.zeros(2, 3, 8, 8))(x)
     with pytest.raises(ValueError, match="different path"):  # data-dependent control flow
         fa.deeplift(fa.target(lambda z: m(z) if z.sum() > 0 else m(z.relu()), 1), -1.0)(x.abs())
+
+
+def test_baseline_equal_to_x_in_places(data):
+    """Where x = baseline (Δin = 0 at the ReLUs, in-place ones included, and at max-pool's
+    argmax) the multiplier is the local derivative at x: the attributions equal Captum's, and
+    for an example equal to its baseline everywhere the multipliers are the plain gradient
+    (DeepLift's definition). Captum 0.9.0's multipliers there are not the gradient (pinned)."""
+    x, _ = f64(*data)
+    b = x.clone()
+    b[:, :, :4] = 0.0  # half of each image equals x
+    b[1] = x[1]  # one example equals its baseline everywhere
+    m = mod_net().double()
+    ref = captum_attr.DeepLift(m).attribute(x, b, target=2)
+    p = x.clone().requires_grad_(True)
+    grad = torch.autograd.grad(m(p)[:, 2].sum(), p)[0]
+    for net in nets(m):
+        got, delta = fa.deeplift(fa.target(net, 2), b, return_delta=True)(x)
+        close(got, ref, rtol=1e-7, floor=1e-9)
+        assert delta.abs().max() < 1e-12
+        mult = fa.deeplift(fa.target(net, 2), b, multiply_by_inputs=False)(x)
+        assert torch.isfinite(mult).all()
+        close(mult[1], grad[1], rtol=1e-9, floor=1e-12)
+    cap_mult = captum_attr.DeepLift(m, multiply_by_inputs=False).attribute(x, b, target=2)
+    assert (cap_mult[1] - grad[1]).abs().max() > 1e-2 * grad[1].abs().max()
