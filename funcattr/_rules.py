@@ -350,15 +350,18 @@ class MaxPool(Function):
     def forward(x, r, out_r, idx_r, nd, kernel_size, stride, padding, dilation, ceil_mode, eps, scratch=None):
         out, idx = pool_with_indices(nd, x, kernel_size, stride, padding, dilation, ceil_mode)
         o, o_r = _wide(out), _wide(out_r)
-        to = torch.where(o >= o_r, idx, idx_r)
-        xw = _wide(x)
-        din = torch.sub(xw, _wide(r), out=scratch(xw.shape, xw.dtype, xw.device) if scratch is not None else None).flatten(2)
-        d_to = din.gather(2, to.flatten(2)).view_as(o)
+        # Δin at the two argmaxes, read at output size (x at x's argmax is the output itself)
+        d_idx = o - _wide(r).flatten(2).gather(2, idx.flatten(2)).view_as(o)
+        d_idx_r = _wide(x).flatten(2).gather(2, idx_r.flatten(2)).view_as(o) - o_r
+        take_x = o >= o_r
+        to = torch.where(take_x, idx, idx_r)
+        d_to = torch.where(take_x, d_idx, d_idx_r)
         small_to = d_to.abs() < eps  # Δout is 0 there too (both runs' max is that very value)
-        coef = torch.where(small_to, 0.0, (o - o_r).div_(d_to))
-        plain = din.gather(2, idx.flatten(2)).view_as(o).abs_() < eps  # x's argmax has Δin ≈ 0: plain gradient
-        coef = coef + (plain & (to == idx))
-        apart = plain & (to != idx)  # ... when that argmax is not where Δout went: a second scatter
+        coef = (o - o_r).div_(d_to).masked_fill_(small_to, 0.0)
+        plain = d_idx.abs_() < eps  # x's argmax has Δin ≈ 0: plain gradient
+        same = to == idx
+        coef = coef.add_(plain & same)
+        apart = plain & ~same  # ... when that argmax is not where Δout went: a second scatter
         return out, idx, to, coef, apart, bool(apart.any())
 
     @staticmethod
