@@ -140,6 +140,11 @@ def deeplift(
     (Captum's hooks read a stale gradient there).
     """
     check_fn(f)
+    if return_delta not in (False, True):
+        raise ValueError(
+            f"return_delta must be True or False, got {return_delta!r} (one baseline: the per-example delta is the "
+            "per-sample one; fa.deeplift_shap takes return_delta='per_sample')"
+        )
     opts = _executor.resolve(batch_size, precision, progress)
 
     def attr_fn(x, *args, **kwargs):

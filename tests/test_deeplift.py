@@ -133,6 +133,8 @@ def test_deeplift_shap_per_sample_delta_k_targets_and_chunks(data):
     close(chunked, per, rtol=1e-6, floor=1e-6)
     with pytest.raises(ValueError, match="return_delta"):
         fa.deeplift_shap(f, dist, return_delta="each")
+    with pytest.raises(ValueError, match="per_sample"):
+        fa.deeplift(f, dist[:1], return_delta="per_sample")
 
 
 def test_custom_attribution_func_is_a_composition(data):
