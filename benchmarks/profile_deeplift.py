@@ -2,7 +2,9 @@
 
 The limit of DeepLift over B examples is what any implementation must do: a plain forward of
 the B baseline rows (no autograd) plus a forward+backward of the B example rows, built by
-hand over the same points. ``python -m benchmarks.profile_deeplift [--full] [--repeat N]
+hand over the same points. Also shown: a plain forward+backward over the ``2B`` stacked
+points ``[x; baseline]`` (the limit in ``cases_backward``, what a one-batch DeepLift such as
+Captum's evaluates). ``python -m benchmarks.profile_deeplift [--full] [--repeat N]
 [--profile] [--threads N] [--cpu-time]``: the small CNN at 32×32, B=32 (default), or resnet18 at 224×224, B=16 (``--full``).
 Medians of interleaved calls; ``--profile`` adds the top ops by self CPU time for both.
 """
@@ -35,7 +37,13 @@ def build(full: bool):
         p = x.detach().requires_grad_(True)
         return torch.autograd.grad(model(p)[:, 3].sum(), p)[0]
 
-    return model, x, {"funcattr": lambda: dl(x), "limit": limit}
+    pts = torch.cat([x, base])
+
+    def limit_2b():
+        p = pts.detach().requires_grad_(True)
+        return torch.autograd.grad(model(p)[:, 3].sum(), p)[0]
+
+    return model, x, {"funcattr": lambda: dl(x), "limit": limit, "fwd+bwd 2B": limit_2b}
 
 
 def timed(fns: dict, repeat: int, clock=time.perf_counter) -> dict:
@@ -76,7 +84,8 @@ def main(argv=None):
     model, x, fns = build(args.full)
     t = timed(fns, args.repeat, time.process_time if args.cpu_time else time.perf_counter)
     print(f"{'resnet18 224px B=16' if args.full else 'small CNN 32px B=32'}: funcattr {t['funcattr'] * 1e3:.1f} ms, "
-          f"limit {t['limit'] * 1e3:.1f} ms, ratio {t['funcattr'] / t['limit']:.3f} (threads {torch.get_num_threads()}, "
+          f"limit {t['limit'] * 1e3:.1f} ms, ratio {t['funcattr'] / t['limit']:.3f}; fwd+bwd over 2B rows "
+          f"{t['fwd+bwd 2B'] * 1e3:.1f} ms, ratio {t['funcattr'] / t['fwd+bwd 2B']:.3f} (threads {torch.get_num_threads()}, "
           f"{'CPU' if args.cpu_time else 'wall'} time, median of {args.repeat})")
     if args.profile:
         for k, fn in fns.items():
