@@ -99,13 +99,14 @@ class Call:
     def run(self, step, n: int, tag: str, *extra, combine="sum", desc="funcattr"):
         key = (
             tag,
-            id(self.f0),
             tuple((t.shape, t.dtype) for t in self.xs),
             tuple((id(p.module), p.of_input) for p in self.site.parts) if self.site else None,
             self.rules_key,
             extra,
         )
-        return _executor.run(step, n, self.B, opts=self.opts, device=self.device, key=key, combine=combine, desc=desc)
+        return _executor.run(
+            step, n, self.B, opts=self.opts, device=self.device, key=key, owner=self.f0, combine=combine, desc=desc
+        )
 
     # ------------------------------------------------------------------ results
 

@@ -28,6 +28,7 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 import math
+import weakref
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -96,6 +97,8 @@ def resolve(batch_size=None, precision=None, progress=None) -> Callable[[], Opti
 
     def current() -> Options:
         cur = _current.get()
+        if batch_size is None and precision is None and progress is None:
+            return cur
         return dataclasses.replace(
             cur,
             batch_size=batch_size if batch_size is not None else cur.batch_size,
@@ -126,7 +129,20 @@ class _Meter(TorchFunctionMode):
         return out
 
 
-_cost_cache: OrderedDict[Any, float] = OrderedDict()
+# Measured costs per function (held weakly: an entry goes with its function, so a new function
+# can never be planned with the cost of a collected one whose id it reuses), then per key.
+_cost_cache: "weakref.WeakKeyDictionary[Any, OrderedDict[Any, float]]" = weakref.WeakKeyDictionary()
+
+
+def _costs_of(owner: Any) -> OrderedDict | None:
+    """The cost table of ``owner`` (None when it cannot be held weakly: costs are then measured
+    on every call, which gives the same plan since a cost is a deterministic byte count)."""
+    if owner is None:
+        return None
+    try:
+        return _cost_cache.setdefault(owner, OrderedDict())
+    except TypeError:
+        return None
 
 
 def _budget(device: torch.device, opts: Options) -> float:
@@ -168,23 +184,24 @@ def _cat(parts):
     return type(first)(_cat([p[i] for p in parts]) for i in range(len(first)))
 
 
-def _items_per_chunk(step, n: int, B: int, opts: Options, device: torch.device, key: Any) -> int:
+def _items_per_chunk(step, n: int, B: int, opts: Options, device: torch.device, key: Any, owner: Any = None) -> int:
     """How many items one chunk evaluates: from ``batch_size``, else from the memory budget
     and the measured cost of one item (a probe whose result is discarded)."""
     if opts.batch_size is not None:
         return max(1, opts.batch_size // B)
     if n == 1:
         return 1
-    ck = (key, device.type, opts.precision) if key is not None else None
-    cost = _cost_cache.get(ck) if ck is not None else None
+    table = _costs_of(owner) if key is not None else None
+    ck = (key, device.type, opts.precision)
+    cost = table.get(ck) if table is not None else None
     if cost is None:
         cost = _measure(step, device)
-        if ck is not None:
-            _cost_cache[ck] = cost
-            while len(_cost_cache) > 256:
-                _cost_cache.popitem(last=False)
+        if table is not None:
+            table[ck] = cost
+            while len(table) > 64:
+                table.popitem(last=False)
     else:
-        _cost_cache.move_to_end(ck)
+        table.move_to_end(ck)
     per = max(1, int(_budget(device, opts) // max(cost, 1.0)))
     if device.type == "cuda":  # free memory moves a little between calls; the plan should not
         per = 1 << (per.bit_length() - 1)
@@ -199,13 +216,15 @@ def run(
     opts: Options,
     device: torch.device,
     key: Any = None,
+    owner: Any = None,
     combine: str = "sum",
     desc: str = "funcattr",
 ) -> Any:
     """Evaluate ``step`` over items ``0..n`` in chunks and combine the results.
 
-    ``key`` identifies the work (function, full shapes and dtypes, method): the memory cost
-    of one item is measured once per key. Chunks are balanced (sizes differ by at most one).
+    ``key`` identifies the work of ``owner`` (the user's function: full shapes and dtypes,
+    method): the memory cost of one item is measured once per owner and key. Chunks are
+    balanced (sizes differ by at most one).
     """
     if n < 1:
         raise ValueError("nothing to evaluate (0 work items)")
@@ -213,7 +232,7 @@ def run(
         raise ValueError(combine)
     results = None if combine == "sum" else []
     with _autocast(device, opts.precision):
-        per = _items_per_chunk(step, n, B, opts, device, key)
+        per = _items_per_chunk(step, n, B, opts, device, key, owner)
     bar = None
     if opts.progress:
         from tqdm.auto import tqdm

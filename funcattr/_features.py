@@ -78,8 +78,13 @@ class Features:
         return self._tables[i]
 
     def present(self, keep: Tensor, i: int) -> Tensor:
-        """Coalitions ``keep`` bool ``[m, F]`` → bool ``[m, 1 or B, ...]``: elements kept."""
-        return keep[:, self.ids[i]]
+        """Coalitions ``keep`` bool ``[m, F]`` (shared by the batch) or ``[m, B, F]`` (one per
+        example) → bool ``[m, 1 or B, ...]``: elements kept."""
+        if keep.dim() == 2:
+            return keep[:, self.ids[i]]
+        m, B = keep.shape[:2]
+        ids = self.ids[i].expand(B, *self.ids[i].shape[1:])
+        return keep.gather(2, ids.reshape(1, B, -1).expand(m, B, -1)).view(m, *ids.shape)
 
 
 @functools.lru_cache(maxsize=64)

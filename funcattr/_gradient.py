@@ -309,7 +309,7 @@ def gradient_shap(
     samples: int = 5,
     stdev: float = 0.0,
     multiply_by_inputs: bool = True,
-    return_delta: bool = False,
+    return_delta: bool | str = False,
     *,
     generator: torch.Generator | None = None,
     wrt=None,
@@ -328,9 +328,16 @@ def gradient_shap(
     interpolated in input space and the gradient taken at the layer (Captum's
     ``LayerGradientShap``); integer inputs (token ids) are interpolated in the layer's space
     instead, between its values at the baseline and at ``x``.
+
+    ``return_delta=True`` gives ``(attributions, delta)`` with one completeness gap per example
+    (``Σ attr − mean_s (f(x̃_s) − f(b_s))``); ``return_delta="per_sample"`` gives Captum's
+    per-sample deltas instead, ``[B, samples]`` (``[B, samples, K]`` for K scores): for each draw,
+    the sum of that draw's own attribution ``(x̃_s − b_s)·∇f`` minus ``f(x̃_s) − f(b_s)``. Captum
+    returns the same numbers flat and example-major: ``delta.reshape(-1)``.
     """
     check_fn(f)
     _check_samples(samples)
+    per_sample = _delta_mode(return_delta, multiply_by_inputs)
     _random.check_generator(generator)
     opts = _executor.resolve(batch_size, precision, progress)
 
@@ -373,16 +380,49 @@ def gradient_shap(
                         diffs = tuple(n - b for n, b in zip(nz, bz))
                 if not multiply_by_inputs:
                     return tuple(g.to(_acc(g.dtype)).sum(0) for g in gs)
-                return tuple((g.to(_acc(g.dtype)) * d.unsqueeze(2)).sum(0) for g, d in zip(gs, diffs))
+                terms = tuple(g.to(_acc(g.dtype)) * d.unsqueeze(2) for g, d in zip(gs, diffs))
+                sums = tuple(t.sum(0) for t in terms)
+                if not per_sample:
+                    return sums
+                # each draw's own attribution sum, placed at its rows of an [S, B, K] total
+                own = sum(t.reshape(*t.shape[:3], -1).sum(3) for t in terms)
+                rows = own.new_zeros(S, *own.shape[1:])
+                rows[lo:hi] = own
+                return (*sums, rows)
 
-            total = c.run(step, S, "gshap", multiply_by_inputs, in_layer, desc="gradient shap")
+            total = c.run(step, S, "gshap", multiply_by_inputs, in_layer, per_sample, desc="gradient shap")
+            if per_sample:
+                total, own = total[:-1], total[-1]
             attrs = tuple(t / S for t in total)
             delta = None
-            if return_delta:  # per example: against the samples' noisy inputs and baselines
+            if per_sample:
+                delta = _per_sample_deltas(c, own, noisy, base)
+            elif return_delta:  # per example: against the samples' noisy inputs and baselines
                 delta = _sample_deltas(c, attrs, noisy, base)
             return c.finish(attrs, delta)
 
-    return mark(attr_fn, "gradient_shap", return_delta)
+    return mark(attr_fn, "gradient_shap", bool(return_delta))
+
+
+def _delta_mode(return_delta, multiply_by_inputs: bool) -> bool:
+    """Whether ``return_delta`` asks for per-sample deltas (``"per_sample"``); checks the value."""
+    if return_delta not in (True, False, "per_sample"):
+        raise ValueError(f"return_delta must be True, False or 'per_sample', got {return_delta!r}")
+    if return_delta == "per_sample" and not multiply_by_inputs:
+        raise ValueError(
+            "return_delta='per_sample' compares each draw's attribution with f(x̃) − f(b), which needs "
+            "multiply_by_inputs=True"
+        )
+    return return_delta == "per_sample"
+
+
+def _per_sample_deltas(c: Call, own: Tensor, ends, starts) -> Tensor:
+    """``[B, S]`` (``[B, S, K]``): each draw's attribution sum minus ``f(end_s) − f(start_s)``."""
+    S = ends[0].shape[0]
+    s_end = c.scores(tuple(_fold.fold(e) for e in ends), S)
+    s_start = c.scores(tuple(_fold.fold(s) for s in starts), S)
+    d = (own - (s_end - s_start).to(own.dtype)).transpose(0, 1)  # [B, S, K]
+    return d if c.is_k(d.shape[2]) else d[..., 0]
 
 
 def _sample_deltas(c: Call, attrs, ends, starts) -> Tensor:
@@ -402,7 +442,7 @@ def expected_gradients(f: Callable, baselines: Any, samples: int = 5, **kw):
     """
     if "stdev" in kw:
         raise TypeError("expected_gradients takes no stdev (use fa.gradient_shap for noisy inputs)")
-    return mark(gradient_shap(f, baselines, samples=samples, stdev=0.0, **kw), "expected_gradients", kw.get("return_delta", False))
+    return mark(gradient_shap(f, baselines, samples=samples, stdev=0.0, **kw), "expected_gradients", bool(kw.get("return_delta", False)))
 
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -456,8 +496,10 @@ def noise_tunnel(
                 return out + ((_fold.unfold(d, m),) if with_delta else ())
 
             # all samples in one call to attr_fn when memory allows, else in chunks of samples
-            key = ("noise_tunnel", id(attr_fn), tuple((t.shape, t.dtype) for t in xs))
-            res = _executor.run(step, S, B, opts=_executor._current.get(), device=xs[0].device, key=key, combine="cat")
+            key = ("noise_tunnel", tuple((t.shape, t.dtype) for t in xs))
+            res = _executor.run(
+                step, S, B, opts=_executor._current.get(), device=xs[0].device, key=key, owner=attr_fn, combine="cat"
+            )
         parts, delta = (res[:-1], res[-1].movedim(0, 1)) if with_delta else (res, None)
         outs = []
         for r in parts:

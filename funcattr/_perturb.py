@@ -57,8 +57,8 @@ def _evaluate(c: Call, n: int, build: Callable[[int, int], tuple[Tensor, ...]], 
     one perturbation of the whole batch, and the scores are ``[n, 1, 1]`` — the attributions
     have batch dim 1, Captum's shape."""
 
-    def f32(s):
-        return s.to(torch.promote_types(s.dtype, torch.float32))  # bf16 scores: differences in fp32
+    def f32(s):  # bf16 scores: differences in fp32; integer scores stay integers (exact, Captum's dtype)
+        return s.to(torch.promote_types(s.dtype, torch.float32)) if s.is_floating_point() else s
 
     lo, first = 0, None
     if not gives_rows(c.f, c.kwargs):
@@ -314,7 +314,8 @@ def shapley_values(f: Callable, mask=None, baseline: Any = 0.0, *, batch_size=No
             k = keep(_items(0, 2**F, c))
             size = k.sum(1, keepdim=True)
             coef = torch.where(k, w[(size - 1).clamp_min(0)], -w[size.clamp_max(F - 1)])  # [2**F, F]
-            return _per_feature(c, feats, torch.einsum("mf,mbk->fbk", coef, v.double()))
+            phi = torch.einsum("mf,mbk->fbk", coef, v.double())  # in float64, returned in the scores' float dtype
+            return _per_feature(c, feats, phi.to(v.dtype if v.is_floating_point() else torch.float32))
 
     return mark(attr_fn, "shapley_values")
 
@@ -364,6 +365,7 @@ def shapley_sampling(
             B, K = v.shape[1:]
             chain = torch.cat([v[:1].expand(S, 1, B, K), v[2:].view(S, F - 1, B, K), v[1:2].expand(S, 1, B, K)], 1)
             marg = chain[:, 1:] - chain[:, :-1]  # [S, F, B, K]: contribution of the feature at each position
+            marg = marg if marg.is_floating_point() else marg.float()  # integer scores: a float mean, as Captum
             phi = marg.gather(1, rank.view(S, F, 1, 1).expand(S, F, B, K)).mean(0)
             return _per_feature(c, feats, phi)
 
@@ -390,7 +392,16 @@ def _kernel_coalitions(n: int, F: int, device: torch.device, generator) -> Tenso
 
 
 def kernel_shap(
-    f: Callable, mask=None, baseline: Any = 0.0, samples: int = 25, *, generator=None, batch_size=None, precision=None, progress=None
+    f: Callable,
+    mask=None,
+    baseline: Any = 0.0,
+    samples: int = 25,
+    *,
+    coalitions: str = "shared",
+    generator=None,
+    batch_size=None,
+    precision=None,
+    progress=None,
 ):
     """KernelSHAP (Lundberg & Lee 2017) as Captum's ``KernelShap``: ``samples`` coalitions —
     the full and the empty one (weight 1e6, standing in for ∞), then coalition sizes drawn from
@@ -400,11 +411,16 @@ def kernel_shap(
 
         fa.kernel_shap(f, mask=superpixels, samples=200)(x)     # [B, ...] -> [B, ...]
 
-    The coalitions are shared by the examples of a batch (Captum draws them per example).
+    ``coalitions="shared"`` (the default) draws one set of coalitions for the whole batch;
+    ``"per_example"`` draws a set for each example, as Captum does, so a batch gives what its
+    examples give one by one (with one generator, drawn in example order). Both cost the same
+    forwards (measured within noise of each other on CPU); the shared draw stays the default
+    because with it an example's result does not depend on its position in the batch.
     """
     check_fn(f)
     _random.check_generator(generator)
     _check_samples(samples, least=2)
+    _check_coalitions(coalitions)
     opts = _executor.resolve(batch_size, precision, progress)
     plans: dict = {}  # mask plans, built once per input shape
 
@@ -413,14 +429,40 @@ def kernel_shap(
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
             feats = _features.features(mask, c.xs, c.B, cache=plans)
-            Z = _kernel_coalitions(samples, feats.F, c.device, generator)
-            v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions",), "kernel shap")
+            Z = _draw(_kernel_coalitions, coalitions, samples, c, feats.F, generator)
+            v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions", coalitions), "kernel shap")
+            if coalitions == "per_example":
+                _per_example_rows(v, c)
             w = torch.ones(samples, dtype=torch.float64, device=c.device)
             w[:2] = KERNEL_SHAP_ENDPOINT_WEIGHT
             coef = _surrogate.fit(Z, v, w, penalty=None)  # [B, K, F]
             return _per_feature(c, feats, coef.permute(2, 0, 1))
 
     return mark(attr_fn, "kernel_shap")
+
+
+COALITIONS = ("shared", "per_example")
+
+
+def _check_coalitions(coalitions) -> None:
+    if coalitions not in COALITIONS:
+        raise ValueError(f"coalitions must be one of {COALITIONS}, got {coalitions!r}")
+
+
+def _draw(draw: Callable, coalitions: str, n: int, c: Call, F: int, generator) -> Tensor:
+    """Coalitions ``[n, F]`` shared by the batch, or ``[n, B, F]`` drawn example after example
+    (so a batch equals its examples called one by one with the same generator)."""
+    if coalitions == "shared":
+        return draw(n, F, c.device, generator)
+    return torch.stack([draw(n, F, c.device, generator) for _ in range(c.B)], 1)
+
+
+def _per_example_rows(v: Tensor, c: Call) -> None:
+    if v.shape[1] != c.B:
+        raise ValueError(
+            "coalitions='per_example' draws coalitions for each example, but f gives one value for the whole "
+            "batch; use coalitions='shared'"
+        )
 
 
 def _bernoulli_coalitions(n: int, F: int, device: torch.device, generator) -> Tensor:
@@ -452,13 +494,17 @@ def _similarities(
     if whole:  # one perturbation of the whole batch: Captum flattens the batch
         xx, xb, bb = (t.sum(0, keepdim=True) for t in (xx, xb, bb))
     z = Z.double()
+
+    def over_features(a: Tensor, per_feature: Tensor) -> Tensor:  # Σ_F a[n, (B,) F] · t[B, F] → [n, B]
+        return a @ per_feature.t() if a.dim() == 2 else (a * per_feature).sum(2)
+
     if distance == "cosine":
-        dot = z @ (xx - xb).t() + xb.sum(1)  # [n, B]
-        pp = z @ (xx - bb).t() + bb.sum(1)
+        dot = over_features(z, xx - xb) + xb.sum(1)  # [n, B]
+        pp = over_features(z, xx - bb) + bb.sum(1)
         cos = dot / (xx.sum(1) * pp).clamp_min(1e-16).sqrt()
         d2 = (1.0 - cos) ** 2
     else:
-        d2 = (1.0 - z) @ (xx - 2 * xb + bb).t()
+        d2 = over_features(1.0 - z, xx - 2 * xb + bb)
     return torch.exp(-d2 / (2.0 * kernel_width**2))
 
 
@@ -472,6 +518,7 @@ def lime(
     *,
     penalty: str | None = "l1",
     distance: str = "cosine",
+    coalitions: str = "shared",
     generator=None,
     batch_size=None,
     precision=None,
@@ -486,10 +533,14 @@ def lime(
     ridge ``Σ w r² + alpha·‖β‖²``, ``None`` plain weighted least squares::
 
         fa.lime(f, mask=superpixels, samples=200)(x)    # [B, ...] -> [B, ...] (coefficients)
+
+    ``coalitions="shared"`` (the default) draws one set of coalitions for the whole batch;
+    ``"per_example"`` draws a set for each example, as Captum does (see ``fa.kernel_shap``).
     """
     check_fn(f)
     _random.check_generator(generator)
     _check_samples(samples)
+    _check_coalitions(coalitions)
     if not isinstance(kernel_width, (int, float)) or isinstance(kernel_width, bool) or kernel_width <= 0:
         raise ValueError(f"kernel_width must be a positive number, got {kernel_width!r}")
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha < 0:
@@ -506,8 +557,10 @@ def lime(
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
             feats = _features.features(mask, c.xs, c.B, cache=plans)
-            Z = _bernoulli_coalitions(samples, feats.F, c.device, generator)
-            v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions",), "lime")
+            Z = _draw(_bernoulli_coalitions, coalitions, samples, c, feats.F, generator)
+            v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions", coalitions), "lime")
+            if coalitions == "per_example":
+                _per_example_rows(v, c)
             w = _similarities(c, feats, bases, Z, float(kernel_width), distance, whole=v.shape[1] != c.B)
             coef = _surrogate.fit(Z, v, w, penalty=penalty, alpha=float(alpha))
             return _per_feature(c, feats, coef.permute(2, 0, 1))

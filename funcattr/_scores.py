@@ -46,7 +46,8 @@ def select(out: Tensor, t: Any, name: str = "target") -> Tensor:
         for d, i in enumerate(t):
             if not isinstance(i, int) or isinstance(i, bool):
                 raise TypeError(f"{name} entries must be ints, got {type(i).__name__}")
-            _check_range(torch.tensor([i]), out.shape[1 + d], name)
+            if not -out.shape[1 + d] <= i < out.shape[1 + d]:
+                raise ValueError(f"{name} {i} is out of range for a model output with {out.shape[1 + d]} entries in that dim")
         return out[(slice(None), *t)]
     if isinstance(t, list):
         t = _fold.layout(t, N, name)
@@ -96,6 +97,8 @@ class Target:
         if not isinstance(out, Tensor):
             raise TypeError(f"the model must return a Tensor, got {type(out).__name__}")
         s = select(out, t)
+        if t is None and s.dim() == 0:  # one value for the whole batch: the method decides
+            return s
         if s.dim() > 1 and t is None and all(d == 1 for d in s.shape[1:]):
             s = s.reshape(s.shape[0])
         if s.dim() != 1:
@@ -171,6 +174,13 @@ def outputs(model: Callable, indices: Sequence[int] | Tensor | None = None, *, t
         f = fa.outputs(model, [3, 7, 9])      # the same three classes for every example
         f = fa.outputs(model, topk=3)         # each example's top-3 classes at the input
         fa.integrated_gradients(f)(x)         # [B, 3, 3, H, W]
+
+    A model returning ``[B, K]`` passed to a method as it is, with no target, is read the same
+    way: every output is attributed, ``[B, K, *x.shape[1:]]`` — the numbers Captum's
+    perturbation methods give for a target-less multi-output forward (Captum lays them out flat,
+    ``[B·K, ...]``; gradient methods there refuse). An output with more than two dims is
+    refused: Captum would flatten it and mix examples; pick scores with ``fa.target`` or
+    ``fa.outputs``.
     """
     if not callable(model):
         raise TypeError(f"model must be callable, got {type(model).__name__}")

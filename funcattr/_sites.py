@@ -169,8 +169,34 @@ class Capture:
         return Layout(tuple(len(p) for p in self.parts), tuple(self.single), self.many)
 
 
+def _check_independent(i: int, values: list, box: Capture, sites: Sites) -> None:
+    """Refuse a site computed from an earlier site of the same call: the gradient at both at
+    once holds the later one fixed, so the earlier one would get zeros (Captum's
+    ``LayerIntegratedGradients`` fails there too). Walks the graph back from the new values to
+    the earlier sites' tensors (only when a call has several sites)."""
+    earlier = {id(t): k for k, p in enumerate(box.parts) if p is not None for t in p}
+    seen, todo = set(), [t.grad_fn for t in values if t.grad_fn is not None]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        var = getattr(node, "variable", None)
+        if var is not None and id(var) in earlier:
+            raise ValueError(
+                f"wrt[{i}] ({sites.parts[i].name}) is computed from wrt[{earlier[id(var)]}] "
+                f"({sites.parts[earlier[id(var)]].name}); a gradient at both at once would hold wrt[{i}] fixed and give "
+                f"zeros at wrt[{earlier[id(var)]}]. Attribute to each in its own call"
+            )
+        todo.extend(n for n, _ in node.next_functions)
+
+
 def _floats(tree: Any) -> tuple[list, Any, list[int]]:
-    leaves, spec = tree_flatten(tree)
+    """Leaves, their structure (None: ``tree`` is one tensor) and the indices of the float ones."""
+    if isinstance(tree, Tensor):  # the common case, without pytree's cost
+        leaves, spec = [tree], None
+    else:
+        leaves, spec = tree_flatten(tree)
     return leaves, spec, [i for i, t in enumerate(leaves) if isinstance(t, Tensor) and t.is_floating_point()]
 
 
@@ -208,6 +234,8 @@ def capture(
         if not idx:
             what = "inputs" if site.of_input else "output"
             raise TypeError(f"{site.name} holds no floating-point tensor ({type(tree).__name__}); there is nothing to attribute in its {what}")
+        if mode != "observe" and any(p is not None for p in box.parts):
+            _check_independent(i, [leaves[j] for j in idx], box, sites)
         if mode == "inject":
             new = inject[i]
             if len(new) != len(idx) or any(n.shape != leaves[j].shape for n, j in zip(new, idx)):
@@ -227,7 +255,7 @@ def capture(
             raise Stop(box)
         for j, t in zip(idx, new):
             leaves[j] = t.clone()  # the model goes on with copies: in-place layers after the site are safe
-        return tree_unflatten(leaves, spec)
+        return leaves[0] if spec is None else tree_unflatten(leaves, spec)
 
     handles = []
     for i, site in enumerate(sites.parts):

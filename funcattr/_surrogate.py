@@ -1,7 +1,8 @@
 """Weighted linear surrogates in torch, batched over examples and scores (no scikit-learn).
 
 ``fit(Z, y, w, penalty, alpha)`` fits ``y ≈ b + Z β`` for every example and score at once:
-``Z[n, F]`` are the sampled coalitions (shared by the batch), ``y[n, B, K]`` the scores,
+``Z[n, F]`` are the sampled coalitions (shared by the batch; ``Z[n, B, F]``: drawn per
+example), ``y[n, B, K]`` the scores,
 ``w[n]`` or ``w[n, B]`` the sample weights. The intercept is never penalized; as in
 scikit-learn the data are centred by their weighted means first. Solved in float64:
 
@@ -26,17 +27,17 @@ PENALTIES = (None, "l1", "l2")
 def fit(Z: Tensor, y: Tensor, w: Tensor, penalty: str | None = None, alpha: float = 0.0,
         max_iter: int = 10000, tol: float = 1e-9) -> Tensor:
     """Coefficients ``[B, K, F]`` (intercepts dropped)."""
-    n, F = Z.shape
-    _, B, K = y.shape
+    n, F = Z.shape[0], Z.shape[-1]
     X = Z.to(torch.float64)
+    X = X.unsqueeze(0) if X.dim() == 2 else X.transpose(0, 1)  # [1|B, n, F]
     Y = y.to(torch.float64).permute(1, 0, 2)  # [B, n, K]
     W = w.to(torch.float64)
     W = W.view(1, n) if W.dim() == 1 else W.t()  # [1 or B, n]
     tot = W.sum(1, keepdim=True).clamp_min(1e-300)
-    mx = (W @ X) / tot  # [1|B, F]
+    mx = (W.unsqueeze(1) @ X).squeeze(1) / tot  # [1|B, F]
     my = torch.einsum("bn,bnk->bk", W, Y) / tot  # [B, K]
     sw = W.sqrt().unsqueeze(-1)  # [1|B, n, 1]
-    Xs = (X.unsqueeze(0) - mx.unsqueeze(1)) * sw  # [1|B, n, F]
+    Xs = (X - mx.unsqueeze(1)) * sw  # [1|B, n, F]
     Ys = (Y - my.unsqueeze(1)) * sw  # [B, n, K]
     if penalty is None:
         beta = torch.linalg.pinv(Xs) @ Ys  # [B, F, K]

@@ -1,4 +1,4 @@
-"""The ``funcattr`` command: ``funcattr demo`` and ``funcattr explain IMAGE``.
+"""The ``funcattr`` command: ``funcattr demo``, ``funcattr explain IMAGE`` and ``funcattr insights``.
 
 User errors (missing or unreadable files, weights that do not fit the model, an output path
 that cannot be written, unknown method, bad target, offline download) print one line and exit
@@ -342,7 +342,14 @@ def main(argv=None) -> int:
     e.add_argument("--target", default="top", help="class index, or 'top' for the predicted class")
     e.add_argument("--out", default=None, help="output PNG (default: IMAGE-METHOD.png)")
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    # --- insights (begin): the explorer's subcommand; its logic is in funcattr/insights/_cli.py ---
+    from .insights import _cli as insights_cli
+
+    insights_cli.add_parser(sub)
     a = p.parse_args(argv)
+    if a.command == "insights":
+        return insights_cli.run(a)
+    # --- insights (end) ---
     try:
         if a.command == "demo":
             for m in a.methods:

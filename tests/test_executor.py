@@ -62,15 +62,33 @@ def test_the_plan_is_the_same_on_the_first_call_and_later_ones():
 
     key = ("test-measure",)
     with fa.options(memory_budget=40_000):
-        _executor.run(step, 20, 1, opts=_executor._current.get(), device=torch.device("cpu"), key=key)
+        _executor.run(step, 20, 1, opts=_executor._current.get(), device=torch.device("cpu"), key=key, owner=step)
         first = list(calls)
         calls.clear()
-        _executor.run(step, 20, 1, opts=_executor._current.get(), device=torch.device("cpu"), key=key)
+        _executor.run(step, 20, 1, opts=_executor._current.get(), device=torch.device("cpu"), key=key, owner=step)
     assert first[0] == (0, 1)  # the probe, whose result is discarded
     assert first[1:] == calls  # then exactly the chunks of every later call
     assert all(1 < hi - lo < 20 for lo, hi in calls)  # sized by the budget
     sizes = {hi - lo for lo, hi in calls}
     assert max(sizes) - min(sizes) <= 1  # balanced: no tiny last chunk
+
+
+def test_measured_costs_go_with_their_function():
+    """Costs are held per function, weakly: a function collected takes its costs with it, so a
+    new one that reuses its id is measured afresh, never planned with another's cost."""
+    import gc
+
+    def make():
+        m = torch.nn.Linear(4, 2)
+        return fa.target(m, 0)
+
+    f = make()
+    fa.integrated_gradients(f, steps=8)(torch.randn(2, 4))
+    assert f in _executor._cost_cache and len(_executor._cost_cache[f]) == 1
+    n = len(_executor._cost_cache)
+    del f
+    gc.collect()
+    assert len(_executor._cost_cache) == n - 1
 
 
 def test_options_nest_and_restore():
