@@ -23,7 +23,8 @@ from ._scores import outputs, per_example, target
 from . import metrics, viz
 from ._layers import activation, cam, conductance, gradcam, neuron, upsample
 from ._perturb import feature_ablation, feature_permutation, kernel_shap, lime, occlusion, shapley_sampling, shapley_values
-from ._backward import deconvolution, deeplift, deeplift_shap, guided_backprop, guided_gradcam
+from ._backward import deconvolution, guided_backprop, guided_gradcam
+from ._deeplift import deeplift, deeplift_shap
 # --- whole datasets (DESIGN §7): zarr is imported only when a store is used ---
 from ._dataset import attribute_dataset
 from ._store import open_store

@@ -202,7 +202,6 @@ def test_deeplift_shap(x):
     close(*both("DeepLiftShap", (m,), xs, baselines=dists, target=0, additional_forward_args=(1,)))
 
 
-@pytest.mark.xfail(strict=True, reason="needs core capability 3")
 def test_deeplift_shap_per_sample_delta(x):
     torch.manual_seed(1)
     dist = torch.randn(4, 3, 7, 7) * 0.2

@@ -126,7 +126,6 @@ def test_layer_deeplift_shap(x):
     close(*both("LayerDeepLiftShap", (m, m[2], False), x, baselines=dist, target=1, attribute_to_layer_input=True))
 
 
-@pytest.mark.xfail(strict=True, reason="needs core capability 3")
 def test_layer_deeplift_shap_per_sample_delta(x):
     m = cnn()
     dist = torch.randn(3, 3, 7, 7) * 0.2
