@@ -239,14 +239,6 @@ def test_gradient_shap_per_sample_delta(x):
     close(d, torch.zeros(15), atol=1e-4)
 
 
-def test_deeplift_shap_delta_refused_until_the_core_has_it(x):
-    if fa.deeplift_shap(fa.target(_linear(), 0), torch.zeros(2, 3, 7, 7), return_delta="per_sample")(x)[1].dim() == 2:
-        pytest.skip("the core gives DeepLiftShap per-sample deltas (capability 3)")
-    with pytest.raises(NotImplementedError, match="return_convergence_delta on DeepLiftShap"):
-        X.DeepLiftShap(_linear()).attribute(x, baselines=torch.zeros(2, 3, 7, 7), target=0,
-                                            return_convergence_delta=True)
-
-
 def test_noise_tunnel_over_gradient_shap_delta_layout(x):
     """One delta per example, noise sample and draw, flat (Captum's NoiseTunnel cannot run
     GradientShap on a baseline distribution: it asserts on the baselines' shape)."""
