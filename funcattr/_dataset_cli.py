@@ -51,39 +51,12 @@ def add_parser(sub) -> None:
 
 
 def make_method(name: str, model: torch.nn.Module, layer: torch.nn.Module, size: tuple[int, int]):
-    """``name`` → ``attr_fn(x, target=t)`` with the target given per batch (the same
-    hyperparameters as ``funcattr explain``)."""
-    import funcattr as fa
+    """``name`` → ``attr_fn(x, target=t)`` with the target given per batch: ``funcattr
+    explain``'s table, with occlusion strided for whole datasets."""
+    from .cli import AT_CALL
+    from .cli import make_method as table
 
-    from .cli import UserError
-
-    g = fa.target(model)
-    if name == "ig":
-        return fa.integrated_gradients(g, steps=32)
-    if name == "occlusion":
-        w, s = max(3, size[0] // 5), max(1, size[0] // 8)
-        return fa.occlusion(g, window=(3, w, w), stride=(3, s, s))
-    if name == "saliency":
-        return fa.saliency(g)
-    if name == "smoothgrad":
-        return fa.noise_tunnel(fa.saliency(g), samples=10, stdev=0.15)
-    if name == "input-x-gradient":
-        return fa.input_x_gradient(g)
-    if name == "guided-backprop":
-        return fa.guided_backprop(g)
-    if name == "deeplift":
-        return fa.deeplift(g)
-    if name == "guided-gradcam":
-        return fa.guided_gradcam(g, layer)
-    if name in ("gradcam", "cam"):
-        inner = fa.gradcam(g, layer, relu=True) if name == "gradcam" else fa.cam(g, layer)
-
-        def upsampled(x, target):
-            return fa.upsample(inner(x, target=target), size, mode="bilinear")
-
-        upsampled.__name__ = upsampled.__qualname__ = name
-        return upsampled
-    raise UserError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
+    return table(name, model, layer, size, AT_CALL, window=max(3, size[0] // 5), stride=max(1, size[0] // 8))
 
 
 # --------------------------------------------------------------------------- data

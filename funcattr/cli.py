@@ -28,11 +28,24 @@ class UserError(Exception):
 # --------------------------------------------------------------------------- methods
 
 
-def make_method(name: str, model: torch.nn.Module, layer: torch.nn.Module, size: tuple[int, int], target, *, progress: bool, window: int, stride: int) -> Callable:
-    """``name`` → ``attr_fn(x) -> [B, 1 or C, H, W]`` at the input's resolution."""
+AT_CALL = object()  # make_method's target: given per call (attr_fn(x, target=t))
+
+
+def make_method(name: str, model: torch.nn.Module, layer: torch.nn.Module, size: tuple[int, int], target=AT_CALL, *, progress=None, window: int, stride: int) -> Callable:
+    """``name`` → ``attr_fn(x) -> [B, 1 or C, H, W]`` at the input's resolution (with
+    ``target=AT_CALL``: ``attr_fn(x, target=t)``). One table for ``explain``, ``demo`` and
+    ``attribute``."""
     import funcattr as fa
 
-    f = fa.target(model, target)
+    f = fa.target(model) if target is AT_CALL else fa.target(model, target)
+
+    def upsampled(inner):
+        def attr_fn(x, *args, **kwargs):
+            return fa.upsample(inner(x, *args, **kwargs), size, mode="bilinear")
+
+        attr_fn.__name__ = attr_fn.__qualname__ = name
+        return attr_fn
+
     if name == "occlusion":
         return fa.occlusion(f, window=(3, window, window), stride=(3, stride, stride), progress=progress)
     if name == "ig":
@@ -48,13 +61,11 @@ def make_method(name: str, model: torch.nn.Module, layer: torch.nn.Module, size:
     if name == "deeplift":
         return fa.deeplift(f)
     if name == "gradcam":
-        gc = fa.gradcam(f, layer, relu=True)
-        return lambda x: fa.upsample(gc(x), size, mode="bilinear")
+        return upsampled(fa.gradcam(f, layer, relu=True))
     if name == "guided-gradcam":
         return fa.guided_gradcam(f, layer)
     if name == "cam":
-        cam = fa.cam(f, layer)
-        return lambda x: fa.upsample(cam(x), size, mode="bilinear")
+        return upsampled(fa.cam(f, layer))
     raise UserError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
 
 
