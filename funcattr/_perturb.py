@@ -442,10 +442,7 @@ def kernel_shap(
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
             feats = _features.features(mask, c.xs, c.B, cache=plans)
-            Z = _draw(_kernel_coalitions, coalitions, samples, c, feats.F, generator)
-            v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions", coalitions), "kernel shap")
-            if coalitions == "per_example":
-                _per_example_rows(v, c)
+            Z, v = _sampled(c, xs, feats, bases, _kernel_coalitions, coalitions, samples, generator, "kernel shap")
             w = torch.ones(samples, dtype=torch.float64, device=c.device)
             w[:2] = KERNEL_SHAP_ENDPOINT_WEIGHT
             coef = _surrogate.fit(Z, v, w, penalty=None)  # [B, K, F]
@@ -462,20 +459,21 @@ def _check_coalitions(coalitions) -> None:
         raise ValueError(f"coalitions must be one of {COALITIONS}, got {coalitions!r}")
 
 
-def _draw(draw: Callable, coalitions: str, n: int, c: Call, F: int, generator) -> Tensor:
-    """Coalitions ``[n, F]`` shared by the batch, or ``[n, B, F]`` drawn example after example
-    (so a batch equals its examples called one by one with the same generator)."""
+def _sampled(c: Call, xs, feats: _features.Features, bases, draw: Callable, coalitions: str, n: int, generator, desc: str):
+    """Draw ``n`` coalitions — ``[n, F]`` shared by the batch, or ``[n, B, F]`` drawn example
+    after example (so a batch equals its examples called one by one with the same
+    generator) — and evaluate them: ``(Z, scores [n, B, K])``."""
     if coalitions == "shared":
-        return draw(n, F, c.device, generator)
-    return torch.stack([draw(n, F, c.device, generator) for _ in range(c.B)], 1)
-
-
-def _per_example_rows(v: Tensor, c: Call) -> None:
-    if v.shape[1] != c.B:
+        Z = draw(n, feats.F, c.device, generator)
+    else:
+        Z = torch.stack([draw(n, feats.F, c.device, generator) for _ in range(c.B)], 1)
+    v = _coalitions(c, xs, feats, bases, n, lambda items: Z[items], ("coalitions", coalitions), desc)
+    if coalitions == "per_example" and v.shape[1] != c.B:
         raise ValueError(
             "coalitions='per_example' draws coalitions for each example, but f gives one value for the whole "
             "batch; use coalitions='shared'"
         )
+    return Z, v
 
 
 def _bernoulli_coalitions(n: int, F: int, device: torch.device, generator) -> Tensor:
@@ -570,10 +568,7 @@ def lime(
             bases = broadcast_baseline(baseline, c.xs)
             xs = promote(c.xs, bases)
             feats = _features.features(mask, c.xs, c.B, cache=plans)
-            Z = _draw(_bernoulli_coalitions, coalitions, samples, c, feats.F, generator)
-            v = _coalitions(c, xs, feats, bases, samples, lambda items: Z[items], ("coalitions", coalitions), "lime")
-            if coalitions == "per_example":
-                _per_example_rows(v, c)
+            Z, v = _sampled(c, xs, feats, bases, _bernoulli_coalitions, coalitions, samples, generator, "lime")
             w = _similarities(c, feats, bases, Z, float(kernel_width), distance, whole=v.shape[1] != c.B)
             coef = _surrogate.fit(Z, v, w, penalty=penalty, alpha=float(alpha))
             return _per_feature(c, feats, coef.permute(2, 0, 1))
