@@ -21,3 +21,12 @@ def net():
 def img():
     torch.manual_seed(1)
     return torch.randn(3, 3, 8, 8)
+
+
+@pytest.fixture
+def data():
+    """An input batch and a nearby per-example baseline (DeepLift and rule tests)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 3, 8, 8, generator=g)
+    b = 0.2 * torch.randn(3, 3, 8, 8, generator=g)
+    return x, b

@@ -162,14 +162,6 @@ def func_net(approximate="none", seed=0):
     return FuncNet(approximate).eval()
 
 
-@pytest.fixture
-def data():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(3, 3, 8, 8, generator=g)
-    b = 0.2 * torch.randn(3, 3, 8, 8, generator=g)
-    return x, b
-
-
 # --------------------------------------------------------------------------- golden numbers
 
 

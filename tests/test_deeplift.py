@@ -25,14 +25,6 @@ from captum.testing.helpers.basic_models import ReLUDeepLiftModel  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Captum warns at every hooked call
 
 
-@pytest.fixture
-def data():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(3, 3, 8, 8, generator=g)
-    b = 0.2 * torch.randn(3, 3, 8, 8, generator=g)
-    return x, b
-
-
 def f64(*ts):
     return tuple(t.double() for t in ts)
 
