@@ -22,10 +22,13 @@ __all__ = ["target", "outputs", "per_example", "prepare", "as_scores", "k_form",
 _NO_TARGET = object()
 
 
+def _out_of_range(what: str, bad: int, size: int) -> ValueError:
+    return ValueError(f"{what} {bad} is out of range for a model output with {size} entries in that dim")
+
+
 def _check_range(idx: Tensor, size: int, what: str) -> None:
     if idx.numel() and (int(idx.min()) < -size or int(idx.max()) >= size):
-        bad = int(idx.max()) if int(idx.max()) >= size else int(idx.min())
-        raise ValueError(f"{what} {bad} is out of range for a model output with {size} entries in that dim")
+        raise _out_of_range(what, int(idx.max()) if int(idx.max()) >= size else int(idx.min()), size)
 
 
 def select(out: Tensor, t: Any, name: str = "target") -> Tensor:
@@ -46,8 +49,8 @@ def select(out: Tensor, t: Any, name: str = "target") -> Tensor:
         for d, i in enumerate(t):
             if not isinstance(i, int) or isinstance(i, bool):
                 raise TypeError(f"{name} entries must be ints, got {type(i).__name__}")
-            if not -out.shape[1 + d] <= i < out.shape[1 + d]:
-                raise ValueError(f"{name} {i} is out of range for a model output with {out.shape[1 + d]} entries in that dim")
+            if not -out.shape[1 + d] <= i < out.shape[1 + d]:  # an int is checked without a tensor
+                raise _out_of_range(name, i, out.shape[1 + d])
         return out[(slice(None), *t)]
     if isinstance(t, list):
         t = _fold.layout(t, N, name)
