@@ -20,7 +20,8 @@ import time
 
 import torch
 
-METHODS = ("ig", "occlusion", "saliency", "smoothgrad", "gradcam", "deeplift", "input-x-gradient", "guided-backprop", "guided-gradcam", "cam")
+from .cli import METHODS  # one table of methods for explain and attribute
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
